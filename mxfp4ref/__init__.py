@@ -1,0 +1,9 @@
+"""mxfp4ref: a readable NumPy specification of MXFP4 and the MXFP4 Mixture-of-Experts layer.
+
+Public names are re-exported here; each lives in a small module named in its docstring.
+"""
+from .e2m1 import E2M1_VALUES, decode_e2m1
+from .e8m0 import decode_e8m0
+from .packing import pack_fp4, unpack_fp4
+
+__version__ = "0.1.0"
