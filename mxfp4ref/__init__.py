@@ -5,5 +5,6 @@ Public names are re-exported here; each lives in a small module named in its doc
 from .e2m1 import E2M1_VALUES, decode_e2m1
 from .e8m0 import decode_e8m0
 from .packing import pack_fp4, unpack_fp4
+from .moe.weights import MoEWeights
 
 __version__ = "0.1.0"

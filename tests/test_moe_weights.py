@@ -1,0 +1,116 @@
+"""MoEWeights: validation, sizes, exact dequantization against an independent oracle, layouts."""
+import numpy as np
+import pytest
+
+from mxfp4ref import MoEWeights
+
+E, H, I = 3, 64, 96
+
+
+def _bytes(rng, shape):
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def _layer(seed=0, bias=True, gate_up="interleaved"):
+    rng = np.random.default_rng(seed)
+    return MoEWeights(
+        w13_weight=_bytes(rng, (E, 2 * I, H // 2)),
+        w13_weight_scale=rng.integers(100, 150, (E, 2 * I, H // 32), dtype=np.uint8),
+        w2_weight=_bytes(rng, (E, H, I // 2)),
+        w2_weight_scale=rng.integers(100, 150, (E, H, I // 32), dtype=np.uint8),
+        w13_bias=rng.standard_normal((E, 2 * I)).astype(np.float32) if bias else None,
+        w2_bias=rng.standard_normal((E, H)).astype(np.float32) if bias else None,
+        gate_up=gate_up,
+    )
+
+
+def _oracle_dequant(packed, scales):
+    """Independent decoding: sign/exponent/mantissa bit fields, float64, element by element."""
+    rows, half = packed.shape
+    out = np.empty((rows, 2 * half))
+    for r in range(rows):
+        for k in range(2 * half):
+            byte = int(packed[r, k // 2])
+            code = (byte >> 4) if k % 2 else (byte & 0xF)
+            sign = -1.0 if code & 8 else 1.0
+            exp, man = (code >> 1) & 3, code & 1
+            mag = man * 0.5 if exp == 0 else (1 + man / 2) * 2.0 ** (exp - 1)
+            out[r, k] = sign * mag * 2.0 ** (int(scales[r, k // 32]) - 127)
+    return out
+
+
+def test_sizes_and_repr():
+    w = _layer()
+    assert (w.num_experts, w.hidden_size, w.intermediate_size) == (E, H, I)
+    assert w.has_bias and "E=3" in repr(w)
+
+
+def test_dequantized_matches_bitfield_oracle():
+    w = _layer(1)
+    for e in range(E):
+        a = w.w13_dequantized(e)
+        assert a.dtype == np.float32 and a.shape == (2 * I, H)
+        assert np.array_equal(a.astype(np.float64), _oracle_dequant(w.w13_weight[e], w.w13_weight_scale[e]))
+        b = w.w2_dequantized(e)
+        assert b.shape == (H, I)
+        assert np.array_equal(b.astype(np.float64), _oracle_dequant(w.w2_weight[e], w.w2_weight_scale[e]))
+
+
+def test_gate_up_rows_and_layout_conversion():
+    w = _layer(2)
+    full = w.w13_dequantized(1)
+    assert np.array_equal(w.gate_rows(1), full[0::2]) and np.array_equal(w.up_rows(1), full[1::2])
+    c = w.with_gate_up("concatenated")
+    assert c.gate_up == "concatenated"
+    assert np.array_equal(c.w13_dequantized(1), np.concatenate([full[0::2], full[1::2]]))
+    assert np.array_equal(c.gate_rows(1), w.gate_rows(1)) and np.array_equal(c.up_rows(1), w.up_rows(1))
+    assert np.array_equal(c.w13_bias[:, :I], w.w13_bias[:, 0::2])
+    back = c.with_gate_up("interleaved")
+    for name in ("w13_weight", "w13_weight_scale", "w13_bias"):
+        assert np.array_equal(getattr(back, name), getattr(w, name))
+
+
+def test_arrays_are_read_only_views_and_caller_untouched():
+    rng = np.random.default_rng(3)
+    w13 = _bytes(rng, (1, 64, 16))
+    w = MoEWeights(w13, np.zeros((1, 64, 1), np.uint8), _bytes(rng, (1, 32, 16)), np.zeros((1, 32, 1), np.uint8))
+    assert w13.flags.writeable and not w.w13_weight.flags.writeable
+    with pytest.raises(Exception):
+        w.w13_weight = w13
+    assert w.w13_bias is None and not w.has_bias
+
+
+@pytest.mark.parametrize("field, bad, exc, words", [
+    ("w13_weight_scale", np.zeros((E, 2 * I, H // 32 + 1), np.uint8), ValueError, "expected shape (3, 192, 2)"),
+    ("w2_weight", np.zeros((E, H, I // 2), np.int8), TypeError, "expected dtype uint8, got int8"),
+    ("w2_weight_scale", np.zeros((E, H, I // 32), np.uint8).T.copy().T, ValueError, "C-contiguous"),
+    ("w13_bias", np.zeros((E, 2 * I), np.float64), TypeError, "w13_bias: expected dtype float32"),
+    ("w2_bias", np.zeros((E, H + 1), np.float32), ValueError, "w2_bias: expected shape (3, 64)"),
+    ("w2_weight", [[0]], TypeError, "expected a numpy.ndarray, got list"),
+    ("gate_up", "blocked", ValueError, "unknown value 'blocked'"),
+])
+def test_validation_names_field_expected_received(field, bad, exc, words):
+    w = _layer()
+    kwargs = {f: getattr(w, f) for f in ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale",
+                                          "w13_bias", "w2_bias")}
+    kwargs["gate_up"] = "interleaved"
+    kwargs[field] = bad
+    with pytest.raises(exc) as info:
+        MoEWeights(**kwargs)
+    assert words in str(info.value) and field in str(info.value)
+
+
+@pytest.mark.parametrize("shape, words", [((2, 48, 32), "multiple of 32, got 2I=48"),
+                                          ((2, 64, 24), "multiple of 32, got H=48"),
+                                          ((64, 32), "3-D array")])
+def test_bad_w13_shape(shape, words):
+    with pytest.raises(ValueError, match=words):
+        MoEWeights(np.zeros(shape, np.uint8), None, None, None)
+
+
+def test_expert_index_checked():
+    w = _layer()
+    with pytest.raises(ValueError, match=r"\[0, 3\), got 3"):
+        w.w13_dequantized(3)
+    with pytest.raises(TypeError, match="expected an int"):
+        w.w2_dequantized(1.0)
