@@ -6,5 +6,6 @@ from .e2m1 import E2M1_VALUES, decode_e2m1
 from .e8m0 import decode_e8m0
 from .packing import pack_fp4, unpack_fp4
 from .moe.weights import MoEWeights
+from .golden import Report, check
 
 __version__ = "0.1.0"
