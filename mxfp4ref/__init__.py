@@ -2,9 +2,14 @@
 
 Public names are re-exported here; each lives in a small module named in its docstring.
 """
-from .e2m1 import E2M1_VALUES, decode_e2m1
-from .e8m0 import decode_e8m0
+from .e2m1 import E2M1_VALUES, decode_e2m1, encode_e2m1
+from .e8m0 import decode_e8m0, encode_e8m0
 from .packing import pack_fp4, unpack_fp4
+from .rounding import Rounding
+from .scales import ScaleRule
+from .config import QuantConfig
+from .quantize import MXFP4Tensor, quantize, dequantize
+from .presets import PRESETS, Preset
 from .moe.weights import MoEWeights
 from .golden import Report, check
 

@@ -20,3 +20,18 @@ def decode_e8m0(byte: np.ndarray) -> np.ndarray:
     out = np.ldexp(np.float64(1.0), b - E8M0_BIAS)      # exact in float64, exact in float32 too
     out = np.where(b == E8M0_NAN, np.nan, out)
     return out.astype(np.float32)
+
+
+def encode_e8m0(exponent) -> np.ndarray:
+    """Unbiased integer exponents e in [-127, 127] (any int dtype or Python ints) -> uint8 e + 127.
+
+    The byte 0xFF (NaN) has no exponent; ask for it explicitly with ``np.uint8(0xFF)``.
+    """
+    e = np.asarray(exponent)
+    if e.dtype.kind not in "iu":
+        raise TypeError(f"exponent: expected integers, got dtype {e.dtype}")
+    e = e.astype(np.int64)
+    if e.size and (e.min() < -E8M0_BIAS or e.max() > E8M0_BIAS):
+        raise ValueError(f"exponent: expected values in [-127, 127], got range "
+                         f"[{int(e.min())}, {int(e.max())}]")
+    return (e + E8M0_BIAS).astype(np.uint8)
