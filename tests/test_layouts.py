@@ -1,0 +1,138 @@
+"""mxfp4ref.layouts: round trips, the permutation cache, padding checks, errors."""
+import numpy as np
+import pytest
+
+from mxfp4ref.layouts import (BACKENDS, PAD, PERMUTE_CACHE, KernelWeights, clear_permute_cache,
+                              from_kernel_layout, get_plan, to_kernel_layout)
+from mxfp4ref.layouts import triton_hopper
+from mxfp4ref.moe.weights import MoEWeights
+
+FIELDS = ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale", "w13_bias", "w2_bias")
+
+
+def random_weights(E, H, I, seed=0, bias=True, gate_up="interleaved"):
+    r = np.random.default_rng(seed)
+    u = lambda *s: r.integers(0, 256, s, dtype=np.uint8)
+    # bf16-exact biases (gpt-oss stores bf16; backends keeping bf16 biases need them exact)
+    b = lambda *s: (r.integers(-512, 512, s) / 64).astype(np.float32) if bias else None
+    return MoEWeights(u(E, 2 * I, H // 2), u(E, 2 * I, H // 32), u(E, H, I // 2), u(E, H, I // 32),
+                      b(E, 2 * I), b(E, H), gate_up)
+
+
+def assert_same(a: MoEWeights, b: MoEWeights):
+    assert a.gate_up == b.gate_up
+    for n in FIELDS:
+        x, y = getattr(a, n), getattr(b, n)
+        assert (x is None) == (y is None), n
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape, n
+            assert x.tobytes() == y.tobytes(), n
+
+
+def shapes_for(backend):
+    """Odd tiny shapes each backend accepts (plus its own padding)."""
+    mod = BACKENDS[backend]
+    return getattr(mod, "TEST_SHAPES", [(1, 32, 32), (3, 96, 64), (2, 160, 224), (1, 64, 32)])
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_round_trip_tiny_and_odd_shapes(backend):
+    for i, (E, H, I) in enumerate(shapes_for(backend)):
+        for gate_up in ("interleaved", "concatenated"):
+            w = random_weights(E, H, I, seed=i, gate_up=gate_up)
+            kw = to_kernel_layout(w, backend)
+            assert isinstance(kw, KernelWeights) and kw.backend == backend
+            assert_same(from_kernel_layout(kw), w)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_round_trip_without_bias(backend):
+    E, H, I = shapes_for(backend)[0]
+    w = random_weights(E, H, I, bias=False)
+    kw = to_kernel_layout(w, backend)
+    assert kw.w13_bias is None and kw.w2_bias is None
+    assert_same(from_kernel_layout(kw), w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_round_trip_gpt_oss_shape(backend):
+    """H = I = 2880 (not a multiple of 128 or 256; 90 scale groups, not a multiple of 4), E = 2;
+    backends that cannot take 2880 get vLLM's padded 3072 (see spec/10 padding)."""
+    size = getattr(BACKENDS[backend], "GPT_OSS_SIZE", 2880)
+    w = random_weights(2, size, size, seed=7)
+    assert_same(from_kernel_layout(to_kernel_layout(w, backend)), w)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_index_maps_are_permutations_plus_padding(backend):
+    E, H, I = shapes_for(backend)[1]
+    sizes = {"w13_weight": E * 2 * I * H // 2, "w13_weight_scale": E * 2 * I * H // 32,
+             "w2_weight": E * H * I // 2, "w2_weight_scale": E * H * I // 32,
+             "w13_bias": E * 2 * I, "w2_bias": E * H}
+    for name, p in get_plan(backend, E, H, I).items():
+        real = np.sort(p.idx[p.idx != PAD])
+        n = sizes[name] * (2 if p.unit == "code" else 1)
+        assert np.array_equal(real, np.arange(n)), name
+
+
+def test_permutation_cache_is_built_once_per_backend_and_shape():
+    clear_permute_cache()
+    w = random_weights(2, 96, 64)
+    to_kernel_layout(w, "triton-hopper")
+    keys = set(PERMUTE_CACHE)
+    assert keys and all(k[0] == "triton-hopper" for k in keys)
+    first = {k: PERMUTE_CACHE[k] for k in keys}
+    to_kernel_layout(random_weights(2, 96, 64, seed=3), "triton-hopper")
+    assert set(PERMUTE_CACHE) == keys and all(PERMUTE_CACHE[k] is first[k] for k in keys)
+    to_kernel_layout(random_weights(2, 160, 64), "triton-hopper")     # a new shape adds entries
+    assert len(PERMUTE_CACHE) > len(keys)
+    with pytest.raises(ValueError):
+        next(iter(first.values()))[...] = 0                             # cached maps are read-only
+
+
+def test_twiddle_is_a_bijection_on_every_single_bit_and_random_words():
+    bytes_ = np.zeros((32, 4), np.uint8)
+    for bit in range(32):
+        bytes_[bit, bit // 8] = 1 << (bit % 8)
+    out = triton_hopper.twiddle(bytes_.reshape(1, -1)).reshape(32, 4).view("<u4").reshape(32)
+    assert sorted(int(x).bit_length() - 1 for x in out) == list(range(32))   # each bit to a distinct bit
+    r = np.random.default_rng(0).integers(0, 256, (5, 64), dtype=np.uint8)
+    assert np.array_equal(triton_hopper.untwiddle(triton_hopper.twiddle(r)), r)
+
+
+def test_twiddle_places_fp4_bits_next_to_bf16_exponent():
+    # a word whose first byte holds code 0b1111 in its low nibble: sign at bit 15, e/m at bits 8..6
+    b = np.array([[0x0F, 0, 0, 0]], np.uint8)
+    word = int(triton_hopper.twiddle(b).view("<u4")[0, 0])
+    assert word == (1 << 15) | (0b111 << 6)
+
+
+def test_unknown_backend_is_a_clear_error():
+    w = random_weights(1, 32, 32)
+    with pytest.raises(ValueError, match="backend: unknown value 'hopper'.*expected one of"):
+        to_kernel_layout(w, "hopper")
+    with pytest.raises(TypeError, match="backend: expected a str"):
+        to_kernel_layout(w, 3)
+    with pytest.raises(TypeError, match="weights: expected a MoEWeights"):
+        to_kernel_layout({"w13_weight": 1}, "strided")
+
+
+def test_nonzero_padding_is_rejected():
+    kw = to_kernel_layout(random_weights(1, 32, 32), "triton-hopper")
+    buf = kw.w2_weight_scale.copy()
+    idx = get_plan("triton-hopper", 1, 32, 32)["w2_weight_scale"].idx
+    buf[idx == PAD] = 0
+    buf.reshape(-1)[np.flatnonzero(idx == PAD)[0]] = 0xFF          # a dirty padding byte (vLLM #47303)
+    bad = KernelWeights(kw.backend, kw.w13_weight, kw.w13_weight_scale, kw.w2_weight, buf,
+                        kw.w13_bias, kw.w2_bias, kw.source, kw.views)
+    with pytest.raises(ValueError, match="w2_weight_scale: padding byte .* expected 0"):
+        from_kernel_layout(bad)
+
+
+def test_wrong_buffer_shape_is_rejected():
+    kw = to_kernel_layout(random_weights(1, 32, 32), "strided")
+    bad = KernelWeights(kw.backend, kw.w13_weight[:, :-1], kw.w13_weight_scale, kw.w2_weight,
+                        kw.w2_weight_scale, kw.w13_bias, kw.w2_bias, kw.source, kw.views)
+    with pytest.raises(ValueError, match="w13_weight: expected shape"):
+        from_kernel_layout(bad)
