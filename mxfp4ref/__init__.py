@@ -11,6 +11,9 @@ from .config import QuantConfig
 from .quantize import MXFP4Tensor, quantize, dequantize
 from .presets import PRESETS, Preset
 from .moe.weights import MoEWeights
+from .moe import (CONFIGS, MoEConfig, pad_hidden_states, pad_weights, padded_sizes, random_moe_weights,
+                  read_checkpoint, shard_expert_parallel, shard_tensor_parallel, unpad_output,
+                  write_checkpoint)
 from .golden import Report, check
 
 __version__ = "0.1.0"

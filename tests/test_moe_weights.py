@@ -1,8 +1,12 @@
 """MoEWeights: validation, sizes, exact dequantization against an independent oracle, layouts."""
+import hashlib
+
+import ml_dtypes
 import numpy as np
 import pytest
 
-from mxfp4ref import MoEWeights
+from mxfp4ref import MoEWeights, quantize, random_moe_weights
+from mxfp4ref.moe.random_weights import row_magnitudes, unit_normalish
 
 E, H, I = 3, 64, 96
 
@@ -114,3 +118,70 @@ def test_expert_index_checked():
         w.w13_dequantized(3)
     with pytest.raises(TypeError, match="expected an int"):
         w.w2_dequantized(1.0)
+
+
+# ---- random_moe_weights ---------------------------------------------------------------------------
+FIELDS = ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale", "w13_bias", "w2_bias")
+
+
+def _digest(w):
+    h = hashlib.sha256()
+    for f in FIELDS:
+        h.update(getattr(w, f).tobytes())
+    return h.hexdigest()
+
+
+def test_random_weights_are_the_same_everywhere():
+    # PCG64's raw stream is fixed by NumPy's compatibility policy; the rest is integer arithmetic and
+    # correctly rounded float64 operations, so these bytes must not change between machines.
+    assert list(np.random.PCG64(1234).random_raw(2)) == [18016930633132456890, 7013373421822782593]
+    w = random_moe_weights(2, 64, 96, seed=1234)
+    assert _digest(w) == "34401d72d11430e99c696041062593ddff7cf844602540d28aedac02a3e6e7c1"
+    assert _digest(random_moe_weights(2, 64, 96, seed=1234)) == _digest(w)
+    assert _digest(random_moe_weights(2, 64, 96, seed=1235)) != _digest(w)
+
+
+def test_random_weights_are_quantized_floats_in_documented_draw_order():
+    E_, H_, I_ = 2, 64, 96
+    w = random_moe_weights(E_, H_, I_, seed=7)
+    bg = np.random.PCG64(7)
+    for e in range(E_):
+        for rows, cols, packed, scales in ((2 * I_, H_, w.w13_weight[e], w.w13_weight_scale[e]),
+                                           (H_, I_, w.w2_weight[e], w.w2_weight_scale[e])):
+            m = row_magnitudes(bg.random_raw(rows))
+            x = (unit_normalish(bg.random_raw(rows * cols)).reshape(rows, cols) * (m / np.sqrt(cols))[:, None])
+            q = quantize(x.astype(np.float32), axis=-1, preset="ocp")
+            assert np.array_equal(q.packed, packed) and np.array_equal(q.scales, scales)
+    b13 = (unit_normalish(bg.random_raw(E_ * 2 * I_)) / 2).astype(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.array_equal(b13.reshape(E_, 2 * I_), w.w13_bias)
+
+
+def test_random_weights_statistics_and_spread():
+    raw = np.random.PCG64(0).random_raw(200_000)
+    z = unit_normalish(raw)
+    assert abs(z.mean()) < 0.01 and abs(z.var() - 1) < 0.01 and np.abs(z).max() <= 2 * np.sqrt(3)
+    m = row_magnitudes(raw)
+    assert m.min() >= 0.25 and m.max() < 4 and np.all(np.bincount(np.floor(np.log2(m)).astype(int) + 2) > 45_000)
+    w = random_moe_weights(3, 96, 160, seed=0)
+    row_max = w.w13_weight_scale.max(axis=-1).astype(int)
+    assert row_max.max() - row_max.min() >= 3                   # rows really differ in magnitude
+    assert w.w13_bias.dtype == np.float32
+    assert np.array_equal(w.w13_bias.astype(ml_dtypes.bfloat16).astype(np.float32), w.w13_bias)
+
+
+def test_random_weights_options():
+    a = random_moe_weights(2, 64, 96, seed=3)
+    c = random_moe_weights(2, 64, 96, seed=3, gate_up="concatenated")
+    assert c.gate_up == "concatenated"
+    for e in range(2):
+        assert np.array_equal(a.gate_rows(e), c.gate_rows(e)) and np.array_equal(a.up_rows(e), c.up_rows(e))
+    nb = random_moe_weights(2, 64, 96, seed=3, bias=False)
+    assert nb.w13_bias is None and nb.w2_bias is None and np.array_equal(nb.w13_weight, a.w13_weight)
+    ceil = random_moe_weights(2, 64, 96, seed=3, preset="torchao-ceil")
+    assert not np.array_equal(ceil.w13_weight_scale, a.w13_weight_scale)
+    for kwargs, words in (({"num_experts": 0}, "num_experts: expected a positive int"),
+                          ({"hidden_size": 48}, "hidden_size: expected a positive int multiple of 32, got 48"),
+                          ({"seed": -1}, "seed: expected a non-negative int")):
+        args = {"num_experts": 2, "hidden_size": 64, "intermediate_size": 96, "seed": 0, **kwargs}
+        with pytest.raises(ValueError, match=words):
+            random_moe_weights(args.pop("num_experts"), args.pop("hidden_size"), args.pop("intermediate_size"), **args)

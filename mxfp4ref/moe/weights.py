@@ -61,11 +61,13 @@ def split_gate_up(h: np.ndarray, gate_up) -> tuple[np.ndarray, np.ndarray]:
 def dequantize_rows(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """(R, K/2) packed uint8 + (R, K/32) scale bytes -> (R, K) float32, exactly E2M1 * 2**(b-127).
 
-    The product is exact in float32 except where it overflows (|code| >= 2 with scale byte 254 gives
-    inf) and scale byte 0xFF, which is NaN (as in OCP MX v1.0)."""
+    The product is exact in float32 except where it overflows (|value| * 2**127 >= 2**128 gives inf:
+    |code value| >= 2 with scale byte 254) and scale byte 0xFF, which is NaN (OCP MX v1.0; gpt-oss's
+    ldexp decoding gives 2**128 * value there instead, i.e. inf or 0)."""
     values = decode_e2m1(unpack_fp4(packed, axis=-1))                # (R, K) float32
     scale = decode_e8m0(scales)                                      # (R, K/32) float32
-    return values * np.repeat(scale, MX_BLOCK, axis=-1)               # (R, K) float32
+    with np.errstate(over="ignore"):                                 # overflow to inf is the documented result
+        return values * np.repeat(scale, MX_BLOCK, axis=-1)           # (R, K) float32
 
 
 def _check_array(a, name: str, dtype, shape: tuple) -> np.ndarray:

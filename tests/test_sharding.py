@@ -1,0 +1,93 @@
+"""TP/EP slicing with vLLM's gpt-oss loader rule; forward-sum tests live at the end (need fused_moe)."""
+import numpy as np
+import pytest
+
+from mxfp4ref.moe.sharding import shard_expert_parallel, shard_tensor_parallel, tp_channel_range
+from mxfp4ref.moe.weights import MoEWeights
+
+E, H, I = 4, 64, 160                        # I/32 = 5 blocks: uneven for tp = 2, 3, 4, 8
+
+
+def _layer(seed=0, gate_up="interleaved"):
+    rng = np.random.default_rng(seed)
+    u8 = lambda *s: rng.integers(1, 256, s, dtype=np.uint8)
+    sc = lambda *s: rng.integers(100, 150, s, dtype=np.uint8)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+    return MoEWeights(u8(E, 2 * I, H // 2), sc(E, 2 * I, H // 32), u8(E, H, I // 2), sc(E, H, I // 32),
+                      f32(E, 2 * I), f32(E, H), gate_up=gate_up)
+
+
+def test_gpt_oss_channel_ranges():
+    # (tp, expected channels per rank) for I = 2880 (90 blocks): P = ceil(90/tp) * 32
+    table = {1: [2880], 2: [1440, 1440], 3: [960, 960, 960], 4: [736, 736, 736, 672],
+             8: [384] * 7 + [192]}
+    for tp, sizes in table.items():
+        got = [tp_channel_range(2880, tp, r) for r in range(tp)]
+        assert [e - s for s, e, _ in got] == sizes
+        assert got[0][0] == 0 and got[-1][1] == 2880 and all(a[1] == b[0] for a, b in zip(got, got[1:]))
+    assert [tp_channel_range(160, 8, r)[:2] for r in range(8)] == \
+        [(0, 32), (32, 64), (64, 96), (96, 128), (128, 160), (160, 160), (160, 160), (160, 160)]
+
+
+@pytest.mark.parametrize("gate_up", ["interleaved", "concatenated"])
+@pytest.mark.parametrize("tp", [1, 2, 3, 4, 8])
+def test_tp_slices_cover_the_layer(tp, gate_up):
+    w = _layer(1, gate_up)
+    gate, up = [], []
+    for r in range(tp):
+        s, t, P = tp_channel_range(I, tp, r)
+        part = shard_tensor_parallel(w, tp, r)
+        assert part.intermediate_size == P and part.hidden_size == H and part.gate_up == gate_up
+        for e in range(E):
+            g, u = part.gate_rows(e), part.up_rows(e)                       # (P, H)
+            assert np.array_equal(g[:t - s], w.gate_rows(e)[s:t]) and np.array_equal(u[:t - s], w.up_rows(e)[s:t])
+            assert not part.w2_weight[e][:, (t - s) // 2:].any()           # padded columns are zero bytes
+            assert np.array_equal(part.w2_dequantized(e)[:, :t - s], w.w2_dequantized(e)[:, s:t])
+        gi, ui = part.gate_up_indices()
+        gate.append(part.w13_bias[:, gi[:t - s]]); up.append(part.w13_bias[:, ui[:t - s]])
+        assert not part.w13_bias[:, gi[t - s:]].any()
+        assert np.array_equal(part.w2_bias, w.w2_bias) if r == 0 else not part.w2_bias.any()
+        if t > s:
+            exact = shard_tensor_parallel(w, tp, r, pad=False)
+            assert exact.intermediate_size == t - s
+            assert np.array_equal(exact.gate_rows(0), w.gate_rows(0)[s:t])
+            assert np.array_equal(exact.up_rows(0), w.up_rows(0)[s:t])
+            assert np.array_equal(exact.w2_dequantized(0), w.w2_dequantized(0)[:, s:t])
+        else:
+            with pytest.raises(ValueError, match="owns no intermediate channels"):
+                shard_tensor_parallel(w, tp, r, pad=False)
+    gi, ui = w.gate_up_indices()
+    assert np.array_equal(np.concatenate(gate, 1), w.w13_bias[:, gi])
+    assert np.array_equal(np.concatenate(up, 1), w.w13_bias[:, ui])
+
+
+def test_tp_errors():
+    w = _layer()
+    with pytest.raises(ValueError, match=r"tp_rank: expected an int in \[0, 2\), got 2"):
+        shard_tensor_parallel(w, 2, 2)
+    with pytest.raises(ValueError, match="tp_size: expected a positive int, got 0"):
+        shard_tensor_parallel(w, 0, 0)
+    with pytest.raises(TypeError, match="weights: expected MoEWeights"):
+        shard_tensor_parallel(None, 1, 0)
+
+
+def test_ep_slices_experts_in_local_order():
+    w = _layer(2)
+    emap = np.array([-1, 1, -1, 0], np.int32)               # global 3 -> local 0, global 1 -> local 1
+    part = shard_expert_parallel(w, emap)
+    assert part.num_experts == 2
+    for f in ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale", "w13_bias", "w2_bias"):
+        assert np.array_equal(getattr(part, f), getattr(w, f)[[3, 1]])
+
+
+@pytest.mark.parametrize("emap, exc, words", [
+    (np.array([0, 1, 2], np.int32), ValueError, r"expected shape \(4,\)"),
+    (np.array([0, 1, 2, 3], np.int64), TypeError, "expected a numpy int32 array, got int64"),
+    (np.array([0, 0, -1, -1], np.int32), ValueError, "each exactly once"),
+    (np.array([0, 2, -1, -1], np.int32), ValueError, "each exactly once"),
+    (np.array([0, -2, -1, -1], np.int32), ValueError, "each exactly once"),
+    (np.array([-1, -1, -1, -1], np.int32), ValueError, "holds no experts"),
+])
+def test_ep_errors(emap, exc, words):
+    with pytest.raises(exc, match=words):
+        shard_expert_parallel(_layer(), emap)
