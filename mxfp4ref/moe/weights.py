@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import check_choice
-from ..e2m1 import decode_e2m1
-from ..e8m0 import decode_e8m0
-from ..packing import unpack_fp4
+from ..quantize import dequantize
 
 MX_BLOCK = 32
 
@@ -64,10 +62,7 @@ def dequantize_rows(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
     The product is exact in float32 except where it overflows (|value| * 2**127 >= 2**128 gives inf:
     |code value| >= 2 with scale byte 254) and scale byte 0xFF, which is NaN (OCP MX v1.0; gpt-oss's
     ldexp decoding gives 2**128 * value there instead, i.e. inf or 0)."""
-    values = decode_e2m1(unpack_fp4(packed, axis=-1))                # (R, K) float32
-    scale = decode_e8m0(scales)                                      # (R, K/32) float32
-    with np.errstate(over="ignore"):                                 # overflow to inf is the documented result
-        return values * np.repeat(scale, MX_BLOCK, axis=-1)           # (R, K) float32
+    return dequantize(packed, scales, axis=-1, dtype=np.float32)     # the format core's decode
 
 
 def _check_array(a, name: str, dtype, shape: tuple) -> np.ndarray:
