@@ -59,8 +59,8 @@ def test_round_trip_without_bias(backend):
 def test_round_trip_gpt_oss_shape(backend):
     """H = I = 2880 (not a multiple of 128 or 256; 90 scale groups, not a multiple of 4), E = 2;
     backends that cannot take 2880 get vLLM's padded 3072 (see spec/10 padding)."""
-    size = getattr(BACKENDS[backend], "GPT_OSS_SIZE", 2880)
-    w = random_weights(2, size, size, seed=7)
+    H, I = getattr(BACKENDS[backend], "GPT_OSS_SHAPE", (2880, 2880))
+    w = random_weights(2, H, I, seed=7)
     assert_same(from_kernel_layout(to_kernel_layout(w, backend)), w)
 
 
