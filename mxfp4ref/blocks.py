@@ -14,7 +14,7 @@ from .config import AmaxNaN, EdgeMultiplier, ElemFormat, QuantConfig
 from .dtypes import sign_bits
 from .e2m1 import E2M1_VALUES
 from .fp8 import decode_fp8
-from .rounding import round_magnitude
+from .rounding import Rounding, round_magnitude
 from .scales import scale_bytes
 
 
@@ -41,7 +41,10 @@ def encode_elements(s: np.ndarray, cfg: QuantConfig) -> np.ndarray:
     mag = np.where(nan, np.float32(0), np.abs(s))
     mag_code = round_magnitude(mag, cfg.elem.grid, cfg.rounding)   # saturating, +inf -> max
     mag_code = np.where(nan, cfg.nan_magnitude_code(), mag_code)
-    return (mag_code | (sign_bits(s) << cfg.elem.sign_bit)).astype(np.uint8)
+    sign = sign_bits(s)
+    if cfg.rounding is Rounding.MX_NEAREST:
+        sign = np.where(s == 0, 0, sign)                     # torch.sign(+-0.0) == 0
+    return (mag_code | (sign << cfg.elem.sign_bit)).astype(np.uint8)
 
 
 def quantize_blocks(x: np.ndarray, cfg: QuantConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +59,8 @@ def quantize_blocks(x: np.ndarray, cfg: QuantConfig) -> tuple[np.ndarray, np.nda
     mult = multipliers(b, cfg.edge_multiplier)               # (rows, nblocks) float32
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         s = xb * mult[:, :, None]                            # one float32 multiply per element
+    # a NaN multiplier (EXACT, byte 0xFF) makes every element +NaN, the multiplier's own NaN
+    s = np.where(np.isnan(mult)[:, :, None], np.float32(np.nan), s)
     codes = encode_elements(s, cfg)                          # (rows, nblocks, bs) uint8
     return codes.reshape(rows, K), b
 

@@ -95,13 +95,26 @@ class SubnormalDescale(enum.Enum):
 class EdgeMultiplier(enum.Enum):
     """The element multiplier for blocks with byte 0x00 or 0xFF (others use 2^(127-b))."""
     EXACT = "exact"
-    """b = 0 -> 2^127 (the exact inverse of 2^-127); b = 0xFF -> NaN. torchao, microxcaling, Quark,
-    aiter."""
+    """b = 0 -> 2^127 (the exact inverse of 2^-127); b = 0xFF -> NaN, and every element of the block
+    becomes that +NaN whatever its own value (torchao on CPU gives code 0x3 even for a -NaN element).
+    torchao, microxcaling, Quark, aiter."""
     ZERO = "zero"
     """b = 0 and b = 0xFF -> 0.0: triton_kernels (quant_scale = 0 where the rounded descale is 0;
     1/Inf = 0), so such blocks quantize to +-0 (NaN*0 and Inf*0 give NaN). FlashInfer's CUDA
     kernel multiplies byte-0 blocks by 1.0 instead: every element of such a block is below
     6*2^-127 and rounds to +-0 either way, so the codes are the same."""
+
+
+class Log2(enum.Enum):
+    """How FLOOR finds floor(log2 amax) (other rules always use the exponent bits)."""
+    EXACT = "exact"
+    """The exponent field of amax's float32 bits: exact. OCP, torchao, triton, microxcaling's CUDA
+    path."""
+    FLOAT32 = "float32"
+    """floor(log2(amax)) with a float32 log2 (NumPy's, which agreed with torch.log2 on CPU on every
+    one of 7420 such points tested): log2 rounds up to k for some amax a few ulps below 2^k, making
+    the scale one binade too large. microxcaling's Python path (mx/mx_ops.py::_shared_exponents);
+    platform dependent by nature."""
 
 
 class NanCode(enum.Enum):
@@ -128,6 +141,7 @@ class QuantConfig:
     subnormal_descale SubnormalDescale: RCEIL's byte for a subnormal descale.
     edge_multiplier   EdgeMultiplier: element multiplier of byte-0x00 and byte-0xFF blocks.
     nan_code          NanCode: E2M1 magnitude code of a NaN scaled element.
+    log2              Log2: FLOOR's exponent of amax, exact bits or a float32 log2.
 
     Element step (all backends): s = float32(x * multiplier) with multiplier = 2^(127-b) as a float32
     for 1 <= b <= 254 (exact; 2^-127 is a float32 subnormal), b = 0 / 0xFF per edge_multiplier; then
@@ -144,6 +158,7 @@ class QuantConfig:
     subnormal_descale: SubnormalDescale = SubnormalDescale.CEIL
     edge_multiplier: EdgeMultiplier = EdgeMultiplier.EXACT
     nan_code: NanCode = NanCode.SATURATE
+    log2: Log2 = Log2.EXACT
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -153,6 +168,8 @@ class QuantConfig:
                     raise ValueError(f"block_size: expected a positive int, got {v!r}")
             elif not isinstance(v, _ENUMS[f.name]):
                 raise TypeError(f"{f.name}: expected a {_ENUMS[f.name].__name__} member, got {v!r}")
+        if self.log2 is Log2.FLOAT32 and self.scale_rule is not ScaleRule.FLOOR:
+            raise ValueError(f"log2: FLOAT32 is defined for FLOOR only, got {self.scale_rule}")
         if self.nonfinite is NonFinite.TRITON and self.scale_rule not in (ScaleRule.FLOOR,
                                                                           ScaleRule.RCEIL):
             raise ValueError(f"nonfinite: TRITON is defined for FLOOR and RCEIL only, "
@@ -170,4 +187,4 @@ class QuantConfig:
 _ENUMS = {"scale_rule": ScaleRule, "rounding": Rounding, "elem": ElemFormat,
           "amax_nan": AmaxNaN, "nonfinite": NonFinite, "descale": Descale,
           "subnormal_descale": SubnormalDescale, "edge_multiplier": EdgeMultiplier,
-          "nan_code": NanCode}
+          "nan_code": NanCode, "log2": Log2}

@@ -6,7 +6,7 @@ spec/04-presets.md, and each row of that table is a test in tests/test_presets.p
 """
 from __future__ import annotations
 
-from .config import (AmaxNaN, Descale, EdgeMultiplier, NanCode, NonFinite, QuantConfig,
+from .config import (AmaxNaN, Descale, EdgeMultiplier, Log2, NanCode, NonFinite, QuantConfig,
                      SubnormalDescale)
 from .rounding import Rounding
 from .scales import ScaleRule
@@ -77,15 +77,17 @@ TRITON_ROUND_DOWN = Preset(
 
 MICROXCALING = Preset(
     "microxcaling",
-    QuantConfig(scale_rule=ScaleRule.FLOOR, rounding=Rounding.AWAY, amax_nan=AmaxNaN.PROPAGATE,
+    QuantConfig(scale_rule=ScaleRule.FLOOR, rounding=Rounding.MX_NEAREST, amax_nan=AmaxNaN.PROPAGATE,
                 nonfinite=NonFinite.NAN_SCALE, edge_multiplier=EdgeMultiplier.EXACT,
-                nan_code=NanCode.SATURATE),
+                nan_code=NanCode.SATURATE, log2=Log2.FLOAT32),
     "microsoft/microxcaling: mx/mx_ops.py::_quantize_mx (elements: mx/elemwise_ops.py::"
     "_quantize_elemwise_core, round='nearest')",
-    "Its defaults: FLOOR scale, ties away from zero, saturating; NaN/Inf in a block -> NaN scale. "
-    "Known gap: its Python path takes floor(torch.log2(amax)) in float32, which is one too high for"
-    " some float32 amax a few ulps below a power of two; this preset uses the exact exponent (as "
-    "its CUDA path mx/cpp/shared_exp.cuh does).")
+    "Its defaults: FLOOR scale, ties away from zero (Rounding.MX_NEAREST: its float32 arithmetic, "
+    "sign of exact zeros dropped), saturating; NaN/Inf in a block -> NaN scale. It returns values,"
+    " not codes: these codes decode to its output. float32 inputs (it computes bf16 inputs in "
+    "bf16, which this preset does not model). Its Python path takes floor(torch.log2(amax)) in "
+    "float32, one too high for some amax a few ulps below 2^k: Log2.FLOAT32 reproduces that with "
+    "NumPy's float32 log2 (its CUDA path mx/cpp/shared_exp.cuh uses the exact exponent).")
 
 QUARK = Preset(
     "quark",

@@ -26,6 +26,13 @@ class Rounding(enum.Enum):
     ZERO = "zero"
     """Truncate toward zero (largest grid point <= magnitude). microxcaling round="floor"."""
 
+    MX_NEAREST = "mx-nearest"
+    """microxcaling's round="nearest" arithmetic, literally: sign(s) * floor(fl32(|s|/q + 0.5)) * q
+    with q the grid step at |s| (mx/elemwise_ops.py::_round_mantissa). Equals AWAY except (1) the
+    float32 add can round up onto the next integer: for E2M1 only |s| = 0x3E7FFFFF (the float just
+    below 0.25) becomes 0.5; (2) torch.sign(+-0) = 0, so a scaled value that is exactly +-0 encodes
+    as +0 (a negative value that rounds to zero keeps its sign)."""
+
 
 def parse_rounding(rounding) -> Rounding:
     """'rne' | 'away' | 'zero' | Rounding -> Rounding; ValueError naming the argument otherwise."""
@@ -47,6 +54,8 @@ def round_magnitude(m: np.ndarray, grid: np.ndarray, rounding: Rounding) -> np.n
     """
     m = np.asarray(m, dtype=np.float64)
     top = len(grid) - 1
+    if rounding is Rounding.MX_NEAREST:
+        return _mx_nearest(m, grid)
     if rounding is Rounding.ZERO:
         # number of grid points <= m, minus one  ->  the largest grid point not above m
         return np.minimum(np.searchsorted(grid, m, side="right") - 1, top)
@@ -61,3 +70,15 @@ def round_magnitude(m: np.ndarray, grid: np.ndarray, rounding: Rounding) -> np.n
     else:  # pragma: no cover - parse_rounding guards this
         raise ValueError(f"rounding: unsupported {rounding!r}")
     return np.minimum(i, top)
+
+
+def _mx_nearest(m: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Rounding.MX_NEAREST on magnitudes: floor(fl32(m/q + 0.5)) * q, q = step of the grid at m."""
+    top = len(grid) - 1
+    below = np.minimum(np.searchsorted(grid, m, side="right") - 1, top - 1)   # grid point <= m
+    q = grid[below + 1] - grid[below]                                         # its step
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = (m / q).astype(np.float32)                  # exact: q is a power of two, t < 2^24
+        r = np.floor(t + np.float32(0.5)).astype(np.float64) * q   # the float32 add may round
+    r = np.minimum(r, grid[-1])                          # saturate (also +inf)
+    return np.searchsorted(grid, r, side="left")         # r is a grid point: its index

@@ -63,7 +63,7 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
     ``cfg`` is a :class:`mxfp4ref.config.QuantConfig`; it supplies scale_rule, elem (emax, mbits,
     max), nonfinite, descale and subnormal_descale.
     """
-    from .config import Descale, NonFinite, SubnormalDescale   # (config imports this module)
+    from .config import Descale, Log2, NonFinite, SubnormalDescale  # (config imports this module)
 
     amax = np.asarray(amax, dtype=np.float32)
     A = f32_bits(amax)                       # (...,) int64 bit patterns
@@ -73,7 +73,11 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
     rule = cfg.scale_rule
     nonfinite = E == 0xFF                    # NaN or Inf amax
 
-    if rule is ScaleRule.FLOOR:
+    if rule is ScaleRule.FLOOR and cfg.log2 is Log2.FLOAT32:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lg = np.floor(np.log2(amax))                 # float32 log2: may round up to k
+        b = np.where(np.isfinite(lg), np.nan_to_num(lg), -1000).astype(np.int64) + 127 - emax
+    elif rule is ScaleRule.FLOOR:
         b = E - emax
     elif rule is ScaleRule.CEIL:
         b = E + (M != 0) - emax
