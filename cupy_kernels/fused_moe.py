@@ -1,0 +1,433 @@
+"""The fused MXFP4 MoE forward on the GPU: ``fused_moe`` and ``moe_forward`` (kernels in kernels/moe_fused.cu).
+
+Same names, arguments and numerics as the spec (``mxfp4ref.moe.forward.fused_moe``, ``pipeline="bf16"``):
+bf16 hidden states, MXFP4 weights dequantized in registers to bf16 (exactly), fp32 accumulation on tensor
+cores (``mma.sync`` m16n8k16), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
+weight), a bf16 row per (token, slot), the fp32 sum of a token's rows in slot order, bf16 output. No
+floating-point atomics: the same inputs give the same bits on every run.
+
+Arrays: bf16 tensors are CuPy ``uint16`` arrays holding bfloat16 bit patterns (numpy ``ml_dtypes.bfloat16``
+arrays are accepted and uploaded); the output is a CuPy ``uint16`` (T, H) array of bf16 bits.
+
+Weights: ``to_device(MoEWeights)`` converts the spec's (vLLM's) layout once into the kernel layout below;
+the forward then reads each weight byte with 16-byte loads and converts FP4 -> bf16 with bit operations.
+
+Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
+  * weights ``uint32 [E, R, Kp/128, 4 (t), 4 (b)]``: word (sb, t, b) holds the 8 codes of
+    k = 128*sb + 32*b + 8*t + j (j = 0..7), code j in nibble slot (j % 2)*4 + 3 - j//2. From vLLM's
+    ``[E, R, K/2]`` bytes: view each 64-byte run as 16 words indexed (b, t), transpose to (t, b), and
+    permute the nibbles of each word. Padding codes are 0.
+  * scales ``uint8 [E, R, Kp/32]`` (vLLM's, rows reordered, padded with 127 = 1.0).
+  * bias ``float32 [E, R]`` (zeros when the layer has none).
+  * w13: R = 2*Ip (Ip = I rounded up to 128); 16-row tile i = gate rows of channels 8i..8i+7, then the
+    up rows of the same channels, whatever the source ``gate_up`` layout ("interleaved" or "concatenated").
+  * w2: R = H rounded up to 256 (extra rows zero, never read).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+try:
+    import cupy as cp
+except ImportError:          # CPU-only machines: the module imports, calls raise
+    cp = None
+
+ACTIVATIONS = {"swigluoai": 0, "silu": 1, "gelu": 2}
+_KERNEL_FILE = "moe_fused.cu"
+
+# name: (block rows, block tokens BT, threads); must match DEFINE_GEMM in moe_fused.cu
+CONFIGS = {
+    "decode": (32, 8, 256),      # MT=2, NT=1, 8 warps split K: each weight byte read once per tile
+    "mid": (32, 32, 128),        # MT=2, NT=4, 4 warps split K
+    "large": (128, 64, 128),     # MT=2, NT=8, 4 warps split rows
+}
+
+
+def _require_cupy():
+    if cp is None:
+        raise RuntimeError("cupy_kernels.fused_moe needs CuPy and an NVIDIA GPU (pip install cupy-cuda13x)")
+
+
+def _round_up(n: int, m: int) -> int:
+    return (n + m - 1) // m * m
+
+
+_MODULE = None
+
+
+def _module():
+    global _MODULE
+    if _MODULE is None:
+        _require_cupy()
+        from ._loader import load_module
+        _MODULE = load_module(_KERNEL_FILE)
+    return _MODULE
+
+
+def _kernel(name: str):
+    return _module().get_function(name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class DeviceMoEWeights:
+    """An MoE layer in the kernel layout on the GPU (see the module docstring). Build with to_device."""
+
+    num_experts: int
+    hidden_size: int
+    intermediate_size: int
+    gate_up: str
+    w13: object            # cupy uint32 [E, 2*Ip, Hp/8]
+    s13: object            # cupy uint8  [E, 2*Ip, Hp/32]
+    b13: object            # cupy float32 [E, 2*Ip]
+    w2: object             # cupy uint32 [E, Hr, Ip/8]
+    s2: object             # cupy uint8  [E, Hr, Ip/32]
+    b2: object             # cupy float32 [E, Hr]
+    has_bias: bool
+    raw: dict | None = None   # original vLLM-layout arrays on the device (for the naive reference path)
+
+    @property
+    def hidden_padded(self) -> int:
+        return self.w13.shape[2] * 8
+
+    @property
+    def intermediate_padded(self) -> int:
+        return self.w2.shape[2] * 8
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in (self.w13, self.s13, self.b13, self.w2, self.s2, self.b2))
+
+    def __repr__(self) -> str:
+        return (f"DeviceMoEWeights(E={self.num_experts}, H={self.hidden_size}, I={self.intermediate_size}, "
+                f"gate_up={self.gate_up!r}, bias={self.has_bias})")
+
+
+def _nibble_permute(words):
+    """uint32 words with code j in nibble j -> code j in nibble (j % 2)*4 + 3 - j//2 (works on numpy/cupy)."""
+    out = words & 0                                      # same array type and dtype, zeros
+    for j in range(8):
+        slot = (j % 2) * 4 + 3 - j // 2
+        out |= ((words >> (4 * j)) & 0xF) << (4 * slot)
+    return out
+
+
+def kernel_layout(packed, scales, row_src, k_padded: int):
+    """vLLM layout -> kernel layout for one weight, on numpy or cupy arrays.
+
+    packed (E, R0, K/2) uint8, scales (E, R0, K/32) uint8, row_src (R,) int64: kernel row r takes source
+    row row_src[r] (-1: a zero row). Returns (words uint32 (E, R, Kp/8), scales uint8 (E, R, Kp/32))."""
+    xp = cp.get_array_module(packed) if cp is not None else np
+    E, _, kh = packed.shape
+    K = 2 * kh
+    R = row_src.shape[0]
+    row_src = xp.asarray(row_src)
+    valid = row_src >= 0
+    src = row_src[valid]
+    P = xp.zeros((E, R, k_padded // 2), dtype=xp.uint8)
+    S = xp.full((E, R, k_padded // 32), 127, dtype=xp.uint8)
+    dst = xp.nonzero(valid)[0]
+    P[:, dst, :kh] = packed[:, src]
+    S[:, dst, :K // 32] = scales[:, src]
+    w = P.view(xp.uint32).reshape(E, R, k_padded // 128, 4, 4)            # (..., b, t)
+    w = xp.ascontiguousarray(w.transpose(0, 1, 2, 4, 3))                   # (..., t, b)
+    w = _nibble_permute(w)
+    return w.reshape(E, R, k_padded // 8), S
+
+
+def w13_row_sources(intermediate_size: int, gate_up: str, rows: int) -> np.ndarray:
+    """(rows,) int64: the w13 source row of each kernel row (-1 = zero row); see the module docstring."""
+    I = intermediate_size
+    r = np.arange(rows, dtype=np.int64)
+    ch = (r // 16) * 8 + (r % 8)
+    is_up = (r % 16) >= 8
+    if gate_up == "interleaved":
+        src = 2 * ch + is_up
+    elif gate_up == "concatenated":
+        src = ch + I * is_up
+    else:
+        raise ValueError(f"gate_up: expected 'interleaved' or 'concatenated', got {gate_up!r}")
+    return np.where(ch < I, src, -1)
+
+
+def _to_cupy(a, name):
+    if a is None:
+        return None
+    if cp is not None and isinstance(a, cp.ndarray):
+        return cp.ascontiguousarray(a)
+    if isinstance(a, np.ndarray):
+        return cp.asarray(np.ascontiguousarray(a))
+    raise TypeError(f"{name}: expected a numpy or cupy array, got {type(a).__name__}")
+
+
+def to_device(weights=None, *, w13_weight=None, w13_weight_scale=None, w2_weight=None, w2_weight_scale=None,
+              w13_bias=None, w2_bias=None, gate_up="interleaved", keep_raw: bool = False) -> DeviceMoEWeights:
+    """Move an MoE layer to the GPU in the kernel layout (once; the forward reuses it).
+
+    Either ``weights`` (mxfp4ref.moe.MoEWeights), or the six vLLM-layout arrays as numpy or cupy arrays
+    (shapes as MoEWeights: w13 (E, 2I, H/2), scales (E, 2I, H/32), w2 (E, H, I/2), (E, H, I/32), biases
+    float32 (E, 2I), (E, H) or None). ``keep_raw=True`` also keeps the original arrays on the device for
+    the naive reference kernels (``fused_moe(..., impl="naive")``)."""
+    _require_cupy()
+    if weights is not None:
+        from mxfp4ref.moe.weights import MoEWeights
+        if not isinstance(weights, MoEWeights):
+            raise TypeError(f"weights: expected mxfp4ref.moe.MoEWeights, got {type(weights).__name__}")
+        w13_weight, w13_weight_scale = weights.w13_weight, weights.w13_weight_scale
+        w2_weight, w2_weight_scale = weights.w2_weight, weights.w2_weight_scale
+        w13_bias, w2_bias, gate_up = weights.w13_bias, weights.w2_bias, weights.gate_up.value
+    arrays = dict(w13_weight=w13_weight, w13_weight_scale=w13_weight_scale, w2_weight=w2_weight,
+                  w2_weight_scale=w2_weight_scale, w13_bias=w13_bias, w2_bias=w2_bias)
+    for name in ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale"):
+        if arrays[name] is None:
+            raise TypeError(f"to_device: {name} is required (or pass weights=MoEWeights)")
+    d = {k: _to_cupy(v, k) for k, v in arrays.items()}
+    E, two_i, half_h = d["w13_weight"].shape
+    I, H = two_i // 2, 2 * half_h
+    if H % 32 or I % 32:
+        raise ValueError(f"to_device: H and I must be multiples of 32, got H={H}, I={I}")
+    expect = {"w13_weight": ((E, 2 * I, H // 2), cp.uint8), "w13_weight_scale": ((E, 2 * I, H // 32), cp.uint8),
+              "w2_weight": ((E, H, I // 2), cp.uint8), "w2_weight_scale": ((E, H, I // 32), cp.uint8),
+              "w13_bias": ((E, 2 * I), cp.float32), "w2_bias": ((E, H), cp.float32)}
+    for name, (shape, dtype) in expect.items():
+        a = d[name]
+        if a is None:
+            continue
+        if tuple(a.shape) != shape or a.dtype != dtype:
+            raise ValueError(f"to_device: {name} expected {np.dtype(dtype)} {shape}, got {a.dtype} {tuple(a.shape)}")
+    Hp, Ip = _round_up(H, 128), _round_up(I, 128)
+    Hr = _round_up(H, 256)
+    src13 = w13_row_sources(I, gate_up, 2 * Ip)
+    w13, s13 = kernel_layout(d["w13_weight"], d["w13_weight_scale"], src13, Hp)
+    src2 = np.where(np.arange(Hr) < H, np.arange(Hr), -1)
+    w2, s2 = kernel_layout(d["w2_weight"], d["w2_weight_scale"], src2, Ip)
+    b13 = cp.zeros((E, 2 * Ip), cp.float32)
+    b2 = cp.zeros((E, Hr), cp.float32)
+    if d["w13_bias"] is not None:
+        v = src13 >= 0
+        b13[:, cp.asarray(np.nonzero(v)[0])] = d["w13_bias"][:, cp.asarray(src13[v])]
+    if d["w2_bias"] is not None:
+        b2[:, :H] = d["w2_bias"]
+    raw = None
+    if keep_raw:
+        gi, ui = (np.arange(I) * 2, np.arange(I) * 2 + 1) if gate_up == "interleaved" else \
+            (np.arange(I), np.arange(I) + I)
+        raw = dict(d, gate_idx=cp.asarray(gi.astype(np.int32)), up_idx=cp.asarray(ui.astype(np.int32)))
+    return DeviceMoEWeights(E, H, I, gate_up, w13, s13, b13, w2, s2, b2,
+                            d["w13_bias"] is not None or d["w2_bias"] is not None, raw)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------------
+def _as_bf16_device(x, name, shape1=None):
+    if cp is not None and isinstance(x, cp.ndarray):
+        if x.dtype != cp.uint16:
+            raise TypeError(f"{name}: expected a cupy uint16 array of bfloat16 bits, got dtype {x.dtype}")
+        a = cp.ascontiguousarray(x)
+    elif isinstance(x, np.ndarray):
+        if x.dtype.name != "bfloat16" and x.dtype != np.uint16:
+            raise TypeError(f"{name}: expected bfloat16 (ml_dtypes) or uint16 bf16 bits, got dtype {x.dtype}")
+        a = cp.asarray(np.ascontiguousarray(x).view(np.uint16))
+    else:
+        raise TypeError(f"{name}: expected a cupy or numpy array, got {type(x).__name__}")
+    if a.ndim != 2 or (shape1 is not None and a.shape[1] != shape1):
+        raise ValueError(f"{name}: expected shape (num_tokens, {shape1}), got {tuple(a.shape)}")
+    return a
+
+
+def _as_device(a, name, dtype):
+    if cp is not None and isinstance(a, cp.ndarray):
+        return cp.ascontiguousarray(a, dtype=dtype)
+    if isinstance(a, np.ndarray):
+        return cp.asarray(np.ascontiguousarray(a, dtype=dtype))
+    raise TypeError(f"{name}: expected a cupy or numpy array, got {type(a).__name__}")
+
+
+def choose_config(n_slots: int, num_experts: int) -> str:
+    """Kernel configuration by the expected tokens per expert (host-side, no device data read)."""
+    per_expert = n_slots / max(1, min(num_experts, n_slots))
+    if per_expert <= 8:
+        return "decode"
+    if per_expert <= 48:
+        return "mid"
+    return "large"
+
+
+class Workspace:
+    """Scratch buffers of one (T, k, layer, config): reused across calls and by CUDA-graph capture."""
+
+    def __init__(self, dw: DeviceMoEWeights, n_tokens: int, top_k: int, bt: int):
+        n = n_tokens * top_k
+        self.key = (id(dw), n_tokens, top_k, bt)
+        self.max_tiles = n // bt + min(dw.num_experts, n) + 1
+        self.sorted_slot = cp.empty(max(n, 1), cp.int32)
+        self.tiles = cp.empty((self.max_tiles, 4), cp.int32)
+        self.meta = cp.empty(2, cp.int32)
+        self.local_ids = cp.empty(max(n, 1), cp.int32)
+        self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
+        self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
+        self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
+
+
+def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
+              apply_router_weight_on_input: bool = False, global_num_experts: int | None = None,
+              config: str | None = None, impl: str = "fast", workspace: Workspace | None = None):
+    """The MoE layer on the GPU: (T, H) bf16 bits (cupy uint16). Spec: mxfp4ref.moe.forward.fused_moe.
+
+    x (T, H) bf16 (cupy uint16 bits or numpy bfloat16); weights: DeviceMoEWeights (``to_device``) or an
+    MoEWeights (converted on every call: slow); topk_weights (T, k) float32; topk_ids (T, k) int32/int64
+    global ids (-1 = dropped); expert_map (G,) int32 global -> local id or -1. ``config`` forces a kernel
+    configuration (CONFIGS), ``impl="naive"`` runs the scalar reference kernels (needs keep_raw=True).
+    Launches only; never synchronizes with the host (ids out of range are dropped, not reported: the
+    spec raises on them)."""
+    _require_cupy()
+    dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights, keep_raw=(impl == "naive"))
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if impl not in ("fast", "naive"):
+        raise ValueError(f"impl: expected 'fast' or 'naive', got {impl!r}")
+    H = dw.hidden_size
+    xd = _as_bf16_device(x, "x", H)
+    T = xd.shape[0]
+    if isinstance(topk_ids, np.ndarray) and topk_ids.size:      # host data: check ids without a sync
+        G0 = global_num_experts or (len(expert_map) if expert_map is not None else dw.num_experts)
+        if topk_ids.min() < -1 or topk_ids.max() >= G0:
+            raise ValueError(f"topk_ids: expected expert ids in [-1, {G0}), got values in "
+                             f"[{topk_ids.min()}, {topk_ids.max()}]")
+    ids = _as_device(topk_ids, "topk_ids", cp.int32)
+    tw = _as_device(topk_weights, "topk_weights", cp.float32)
+    if ids.ndim != 2 or ids.shape[0] != T or tw.shape != ids.shape:
+        raise ValueError(f"topk_weights/topk_ids: expected equal shapes ({T}, top_k), got "
+                         f"{tuple(tw.shape)} and {tuple(ids.shape)}")
+    k = ids.shape[1]
+    emap = None
+    if expert_map is not None:
+        emap = _as_device(expert_map, "expert_map", cp.int32)
+        if emap.ndim != 1:
+            raise ValueError(f"expert_map: expected a 1-D array, got shape {tuple(emap.shape)}")
+    G = global_num_experts
+    if G is None:
+        G = dw.num_experts if emap is None else int(emap.shape[0])
+    if emap is None and G != dw.num_experts:
+        raise ValueError(f"global_num_experts: without expert_map it must equal num_experts "
+                         f"({dw.num_experts}), got {G}")
+    if emap is not None and int(emap.shape[0]) != G:
+        raise ValueError(f"expert_map: expected shape ({G},) (global_num_experts), got {tuple(emap.shape)}")
+    n = T * k
+    cfg = config or choose_config(n, dw.num_experts)
+    if cfg not in CONFIGS:
+        raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
+    block_rows, bt, threads = CONFIGS[cfg]
+    ws = workspace
+    if ws is None or ws.key != (id(dw), T, k, bt):
+        ws = Workspace(dw, T, k, bt)
+    if T == 0:
+        return ws.out
+    if dw.num_experts > 256:
+        raise ValueError(f"weights: at most 256 local experts supported, got {dw.num_experts}")
+    i32 = np.int32
+    null = np.uint64(0)                      # a NULL pointer argument
+    _kernel("moe_sort")((1,), (1024,), (ids, emap if emap is not None else null, i32(n), i32(G),
+                                        i32(dw.num_experts), i32(bt), ws.sorted_slot, ws.tiles, ws.meta,
+                                        ws.local_ids))
+    act = i32(ACTIVATIONS[activation])
+    on_in = i32(1 if apply_router_weight_on_input else 0)
+    Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
+    if impl == "naive":
+        if dw.raw is None:
+            raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")
+        r = dw.raw
+        inter = cp.empty((n, I), cp.uint16)
+        b13 = r["w13_bias"] if r["w13_bias"] is not None else null
+        b2 = r["w2_bias"] if r["w2_bias"] is not None else null
+        _kernel("moe_gemm1_naive")(((n * I + 255) // 256,), (256,),
+                                   (r["w13_weight"], r["w13_weight_scale"], b13, xd, ws.local_ids, tw, i32(n),
+                                    i32(k), i32(H), i32(I), r["gate_idx"], r["up_idx"], act, on_in, inter))
+        _kernel("moe_gemm2_naive")(((n * H + 255) // 256,), (256,),
+                                   (r["w2_weight"], r["w2_weight_scale"], b2, inter, ws.local_ids, tw, i32(n),
+                                    i32(H), i32(I), on_in, ws.y))
+    else:
+        rows13 = 2 * _round_up(I, 8)
+        g1 = ((rows13 + block_rows - 1) // block_rows, ws.max_tiles)
+        _kernel(f"moe_gemm1_{cfg}")(g1, (threads,), (
+            dw.w13, dw.s13, dw.b13, xd, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter,
+            i32(H), i32(Ip), i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
+            act, on_in))
+        rows2 = _round_up(H, 16)
+        g2 = ((rows2 + block_rows - 1) // block_rows, ws.max_tiles)
+        _kernel(f"moe_gemm2_{cfg}")(g2, (threads,), (
+            dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.y,
+            i32(Ip), i32(H), i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
+            act, on_in))
+    total = T * (H // 8)
+    _kernel("moe_combine")(((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
+    return ws.out
+
+
+def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = True, activation: str = "swigluoai",
+                workspace: Workspace | None = None, config: str | None = None):
+    """Routing + fused_moe (the monolithic path): softmax top-k routing on the GPU, then the layer."""
+    _require_cupy()
+    from . import routing as _routing          # F1's routing kernel (spec: mxfp4ref.moe.routing.route)
+    topk_weights, topk_ids = _routing.route(router_logits, top_k, renormalize=renormalize)
+    return fused_moe(x, weights, topk_weights, topk_ids, activation=activation, workspace=workspace,
+                     config=config)
+
+
+def dequant_probe(words, scale_bytes):
+    """Run the kernels' register dequantizer on kernel-order words (uint32 (n,)) and scale bytes (n,):
+    returns uint16 (n, 8) bf16 bits in logical code order (for the exhaustive exactness test)."""
+    _require_cupy()
+    w = _as_device(words, "words", cp.uint32)
+    s = _as_device(scale_bytes, "scale_bytes", cp.uint32)
+    n = int(w.shape[0])
+    out = cp.empty((n, 8), cp.uint16)
+    _kernel("moe_dequant_probe")(((n + 255) // 256,), (256,), (w, s, np.int32(n), out))
+    return out
+
+
+class MoEGraph:
+    """A CUDA-graph-captured forward for fixed shapes: fill ``x``/``topk_weights``/``topk_ids`` (or
+    ``router_logits`` with routing=True) in place, call ``replay()``, read ``out``.
+
+    Capture runs on a private non-blocking stream after one warm-up call (module load, workspace)."""
+
+    def __init__(self, weights: DeviceMoEWeights, num_tokens: int, top_k: int, *, routing: bool = False,
+                 config: str | None = None, **kwargs):
+        _require_cupy()
+        self.weights, self.top_k, self.routing = weights, top_k, routing
+        H, T = weights.hidden_size, num_tokens
+        self.x = cp.zeros((T, H), cp.uint16)
+        self.topk_weights = cp.zeros((T, top_k), cp.float32)
+        self.topk_ids = cp.zeros((T, top_k), cp.int32)
+        self.router_logits = cp.zeros((T, weights.num_experts), cp.float32) if routing else None
+        n = T * top_k
+        cfg = config or choose_config(n, weights.num_experts)
+        self.workspace = Workspace(weights, T, top_k, CONFIGS[cfg][1])
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        call = self._call_routing if routing else self._call
+        self._fn = lambda: call(cfg, kwargs)
+        with self.stream:
+            self.out = self._fn()                 # warm-up: loads the module, sizes everything
+            self.stream.synchronize()
+            self.stream.begin_capture()
+            self.out = self._fn()
+            self.graph = self.stream.end_capture()
+
+    def _call(self, cfg, kwargs):
+        return fused_moe(self.x, self.weights, self.topk_weights, self.topk_ids, config=cfg,
+                         workspace=self.workspace, **kwargs)
+
+    def _call_routing(self, cfg, kwargs):
+        return moe_forward(self.x, self.router_logits, self.weights, self.top_k, config=cfg,
+                           workspace=self.workspace, **kwargs)
+
+    def replay(self, stream=None):
+        self.graph.launch(stream if stream is not None else self.stream)
+        return self.out

@@ -1,0 +1,468 @@
+// moe_fused.cu -- the fused MXFP4 MoE forward (gpt-oss layer) on tensor cores, for CuPy/NVRTC.
+//
+// What: out[t] = sum over token t's valid slots j of  w_tj * (W2_e . act(W13_e . x_t + b13_e) + b2_e)
+//       with bf16 x, MXFP4 weights dequantized IN REGISTERS to bf16 (exactly), fp32 accumulation on the
+//       tensor cores (mma.sync m16n8k16 bf16, inline PTX), fp32 bias + activation epilogue, a bf16
+//       intermediate, a bf16 per-(token, slot) result and a deterministic fp32 sum over a token's slots
+//       in slot order (no floating-point atomics anywhere: the same inputs give the same bits).
+//
+// Kernels (launched in this order by cupy_kernels/fused_moe.py; no host synchronisation in between):
+//   moe_sort          1 block x 1024: map ids through expert_map, count per expert, stable counting sort
+//                     of the T*k slots by local expert, tile table (expert, start, count) of BT tokens.
+//   moe_gemm1_<cfg>   grid (row blocks of w13, tiles): gathered x . W13^T + b13 -> activation -> bf16
+//                     intermediate [sorted position, Ip].
+//   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
+//                     -> bf16 y [slot = t*k + j, H].
+//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
+//   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
+//                     the second reference (slow, simple) that the tests compare the fast path against.
+//   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
+//
+// Kernel weight layout (built once by fused_moe.to_device; K = reduction axis, Kp = K rounded up to 128):
+//   W  [E, R, Kp/128, 4 (t), 4 (b)] uint32: word (sb, t, b) holds the 8 FP4 codes of k = 128*sb + 32*b
+//      + 8*t + j, j = 0..7, code j in nibble slot (j % 2) * 4 + 3 - j / 2 (so that pair p = (2p, 2p+1)
+//      is nibbles (3-p, 7-p): one shift + mask per bf16x2). Padding codes are 0.
+//   S  [E, R, Kp/32] uint8: E8M0 byte of (row, 32-block); padding bytes 127.
+//   b  [E, R] fp32 bias in kernel row order (zeros when the layer has none).
+//   w13 rows: R = 2*Ip (Ip = I rounded up to 128); 16-row tile i holds gate rows of channels 8i..8i+7
+//      then the up rows of the same channels (any gate/up source layout maps to this), so one thread
+//      holds gate and up of one channel in its mma accumulator (rows g and g+8).
+//   w2 rows: R = H rounded up to 256 (rows >= H are zero and skipped).
+//
+// MMA operand mapping (m16n8k16, thread lane = 4*g + t): A = weights (16 rows x 16 k), B = activations
+// (16 k x 8 tokens), C = out^T (16 rows x 8 tokens). In 32-block b, mma step s (0, 1), the logical k of
+// A/B slot columns {2t, 2t+1, 2t+8, 2t+9} is 32b + 8t + 4s + {0, 1, 2, 3}: a thread's A values are the 8
+// consecutive k of one packed uint32, its B values 16 consecutive bytes of an activation row.
+//
+// Launch shapes: see the CFG table in fused_moe.py (block = KS*RS*CS warps; KS warps split K and reduce
+// through shared memory in fixed order; RS warps split rows; CS warps split the tile's tokens).
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+
+#define ACT_SWIGLUOAI 0
+#define ACT_SILU 1
+#define ACT_GELU 2
+
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+__device__ __forceinline__ u16 f32_to_bf16(float f) {          // round to nearest even, NaN stays NaN
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (u16)(u >> 16);
+}
+
+__device__ __forceinline__ u32 bf16x2_mul(u32 a, u32 b) {
+    u32 d;
+    asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+
+// 8 FP4 codes (kernel nibble order) and their E8M0 byte -> 4 bf16x2 = the 8 values, exactly.
+// Nibble s e e m goes to bf16 bits s at 15, e e m at 8..6: that is the value times 2**-126 (0.5 becomes
+// the bf16 subnormal 2**-127). One bf16 multiply by 2**(scale - 1) restores it when scale <= 128;
+// larger scales take two exact multiplies (2**126, then 2**(scale - 127)); scale 255 is NaN.
+__device__ __forceinline__ void dequant8(u32 q, u32 sbyte, u32 out[4]) {
+    u32 f1, f2;
+    bool fast = sbyte <= 128u;
+    if (fast) {
+        f1 = (sbyte + 126u) << 7;
+        f1 |= f1 << 16;
+        f2 = 0;
+    } else {
+        f1 = 0x7e807e80u;                                         // 2**126
+        u32 s = (sbyte == 255u) ? 0x7fc0u : (sbyte << 7);
+        f2 = s | (s << 16);
+    }
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+        u32 v = q << (4 * p);
+        u32 r = (v & 0x80008000u) | ((v >> 6) & 0x01c001c0u);
+        r = bf16x2_mul(r, f1);
+        if (!fast) r = bf16x2_mul(r, f2);
+        out[p] = r;
+    }
+}
+
+__device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float activation(int act, float g, float u) {
+    if (act == ACT_SWIGLUOAI) {
+        g = (g > 7.0f) ? 7.0f : g;                                // min(g, limit); NaN passes through
+        u = (u > 7.0f) ? 7.0f : ((u < -7.0f) ? -7.0f : u);
+        return g * (1.0f / (1.0f + expf(-1.702f * g))) * (u + 1.0f);
+    } else if (act == ACT_SILU) {
+        return g * (1.0f / (1.0f + expf(-g))) * u;
+    }
+    return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Sort: slots (t*k + j) -> sorted by local expert, stable (ascending slot within an expert).
+// ids: [n_slots] int32 global expert ids; expert_map: [E_global] int32 global -> local or -1 (nullable).
+// Outputs: sorted_slot [n_slots] (first n_valid entries used), tiles [max_tiles] int4 (expert, start,
+// count, 0), meta[0] = number of tiles, meta[1] = n_valid, local_ids [n_slots] (-1 where dropped).
+#define SORT_THREADS 1024
+#define SORT_MAX_E 256
+extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
+moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
+         int e_local, int bt, int* __restrict__ sorted_slot, int4* __restrict__ tiles, int* __restrict__ meta,
+         int* __restrict__ local_ids) {
+    __shared__ int cnt[SORT_MAX_E];
+    __shared__ int run[SORT_MAX_E];
+    __shared__ int wcnt[32][SORT_MAX_E];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    for (int e = tid; e < e_local; e += SORT_THREADS) cnt[e] = 0;
+    __syncthreads();
+    for (int i = tid; i < n_slots; i += SORT_THREADS) {
+        int g = ids[i];
+        int l = -1;
+        if (g >= 0 && g < e_global) l = expert_map ? expert_map[g] : g;
+        if (l >= e_local) l = -1;
+        local_ids[i] = l;
+        if (l >= 0) atomicAdd(&cnt[l], 1);                        // integer counts: order-free
+    }
+    __syncthreads();
+    if (tid == 0) {
+        int off = 0, ntiles = 0;
+        for (int e = 0; e < e_local; ++e) {
+            int c = cnt[e];
+            for (int s = 0; s < c; s += bt) tiles[ntiles++] = make_int4(e, off + s, min(bt, c - s), 0);
+            run[e] = off;
+            off += c;
+        }
+        meta[0] = ntiles;
+        meta[1] = off;
+    }
+    __syncthreads();
+    const unsigned lt_mask = (1u << lane) - 1u;
+    for (int base = 0; base < n_slots; base += SORT_THREADS) {
+        for (int i = tid; i < 32 * e_local; i += SORT_THREADS) wcnt[i / e_local][i % e_local] = 0;
+        __syncthreads();
+        int i = base + tid;
+        int l = (i < n_slots) ? local_ids[i] : -1;
+        unsigned same = __match_any_sync(0xffffffffu, l);
+        int rank = __popc(same & lt_mask);
+        if (l >= 0 && rank == 0) wcnt[warp][l] = __popc(same);
+        __syncthreads();
+        if (l >= 0) {
+            int pos = run[l] + rank;
+            for (int w = 0; w < warp; ++w) pos += wcnt[w][l];
+            sorted_slot[pos] = i;
+        }
+        __syncthreads();
+        for (int e = tid; e < e_local; e += SORT_THREADS) {
+            int s = 0;
+            for (int w = 0; w < 32; ++w) s += wcnt[w][e];
+            run[e] += s;
+        }
+        __syncthreads();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The tensor-core GEMM with fused gather / epilogue.
+// GATED (GEMM1): X = x [T, ldx] (token = slot / top_k), out = intermediate [sorted pos, ldo],
+//                rows = w13 kernel rows, epilogue act(gate + b, up + b) [* gamma on input] -> bf16.
+// !GATED (GEMM2): X = intermediate [pos, ldx], out = y [slot, ldo], epilogue (acc + b) [* gamma] -> bf16.
+// gamma = bf16(topk_weights[slot]) as triton_kernels' make_routing_data (spec Pipeline.BF16).
+struct GemmArgs {
+    const uint4* W;          // [E, R, Kp/32] uint4
+    const u32* S;            // [E, R, Kp/128] uint32 (4 scale bytes)
+    const float* bias;       // [E, R]
+    const u16* X;
+    const int* sorted_slot;
+    const int4* tiles;
+    const int* meta;
+    const float* topk_w;     // [n_slots]
+    u16* out;
+    int ldx, ldo;
+    int rows_p;              // R
+    int rows_real;           // rows holding real data (skip tiles at or beyond)
+    int out_rows;            // GEMM2: H (rows >= H not written)
+    int kp;                  // Kp
+    int kblocks;             // real K / 32
+    int top_k;
+    int act;
+    int weight_on_input;     // 1: gamma multiplies GEMM1's activation output, not GEMM2's row
+};
+
+template <int MT, int NT, int KS, int RS, int CS, bool GATED>
+__device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
+    constexpr int NW = KS * RS * CS;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ks = warp % KS, rs = (warp / KS) % RS, cs = warp / (KS * RS);
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    const int row0 = blockIdx.x * (16 * MT * RS) + rs * 16 * MT;
+    const int col0 = cs * 8 * NT;
+
+    // activation rows feeding this thread's B fragments (token column g of each n-tile)
+    const uint4* xrow[NT];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        int c = col0 + n * 8 + g;
+        xrow[n] = nullptr;
+        if (c < count) {
+            int pos = start + c;
+            long r = GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos;
+            xrow[n] = A.X ? reinterpret_cast<const uint4*>(A.X + r * A.ldx) + t : nullptr;
+        }
+    }
+    const int kw = A.kp >> 5;                 // uint4 per row
+    const int nsb_all = A.kp >> 7;
+    const uint4* wrow[MT][2];
+    const u32* srow[MT][2];
+    bool mvalid[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        mvalid[m] = (row0 + 16 * m) < A.rows_real;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            long r = (long)expert * A.rows_p + row0 + 16 * m + 8 * h + g;
+            wrow[m][h] = A.W + r * kw + t;
+            srow[m][h] = A.S + r * nsb_all;
+        }
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.0f;
+
+    const int nsb = (A.kblocks + 3) >> 2;     // superblocks holding real data
+    const int sb0 = (ks * nsb) / KS, sb1 = ((ks + 1) * nsb) / KS;
+
+    uint4 wv[MT][2];
+    u32 sv[MT][2];
+    auto load_w = [&](int sb, uint4 (&w)[MT][2], u32 (&s)[MT][2]) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (mvalid[m] && sb < sb1) {
+                    w[m][h] = __ldg(wrow[m][h] + sb * 4);
+                    s[m][h] = __ldg(srow[m][h] + sb);
+                } else {
+                    w[m][h] = make_uint4(0, 0, 0, 0);
+                    s[m][h] = 0x7f7f7f7fu;
+                }
+            }
+    };
+    if (sb0 < sb1) load_w(sb0, wv, sv);
+    for (int sb = sb0; sb < sb1; ++sb) {
+        uint4 wn[MT][2];
+        u32 sn[MT][2];
+        load_w(sb + 1, wn, sn);               // prefetch the next superblock's weights
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int blk = sb * 4 + b;
+            if (blk >= A.kblocks) break;
+            uint4 xv[NT];
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+                xv[n] = xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0);
+            u32 a[MT][2][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
+                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
+                }
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                if (!mvalid[m]) continue;
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
+                }
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) { wv[m][h] = wn[m][h]; sv[m][h] = sn[m][h]; }
+    }
+
+    if (KS > 1) {                             // split-K: fixed-order reduction through shared memory
+        __shared__ float red[NW][32][MT * NT * 4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) red[warp][lane][(m * NT + n) * 4 + i] = acc[m][n][i];
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    float s = 0.0f;
+                    for (int k2 = 0; k2 < KS; ++k2) s += red[warp + k2][lane][(m * NT + n) * 4 + i];
+                    acc[m][n][i] = s;
+                }
+    }
+
+    // epilogue: thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) tile
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int c = col0 + n * 8 + 2 * t + j;
+            if (c >= count) continue;
+            const int pos = start + c;
+            const int slot = A.sorted_slot[pos];
+            const float wgt = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));   // bf16 gammas (triton_kernels)
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                const int r = row0 + 16 * m + g;
+                const float* bias = A.bias + (long)expert * A.rows_p;
+                float lo = acc[m][n][j], hi = acc[m][n][2 + j];
+                if (GATED) {
+                    float v = activation(A.act, lo + bias[r], hi + bias[r + 8]);
+                    if (A.weight_on_input) v *= wgt;          // gamma scales the activation output
+                    const int ch = (row0 + 16 * m) / 2 + g;
+                    A.out[(long)pos * A.ldo + ch] = f32_to_bf16(v);
+                } else {
+                    const float w = A.weight_on_input ? 1.0f : wgt;
+                    if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = f32_to_bf16((lo + bias[r]) * w);
+                    if (r + 8 < A.out_rows) A.out[(long)slot * A.ldo + r + 8] = f32_to_bf16((hi + bias[r + 8]) * w);
+                }
+            }
+        }
+}
+
+#define GEMM_PARAMS                                                                                     \
+    const uint4* W, const u32* S, const float* bias, const u16* X, const int* sorted_slot,              \
+        const int4* tiles, const int* meta, const float* topk_w, u16* out, int ldx, int ldo, int rows_p,  \
+        int rows_real, int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input
+#define GEMM_ARGS_INIT                                                                                  \
+    GemmArgs A{W, S, bias, X, sorted_slot, tiles, meta, topk_w, out, ldx, ldo, rows_p, rows_real,       \
+               out_rows, kp, kblocks, top_k, act, weight_on_input};
+
+// name, MT, NT, KS, RS, CS  (block rows = 16*MT*RS, block tokens = 8*NT*CS, threads = 32*KS*RS*CS)
+#define DEFINE_GEMM(name, MT, NT, KS, RS, CS)                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS)                                     \
+        moe_gemm1_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, true>(A); }   \
+    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS)                                     \
+        moe_gemm2_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, false>(A); }
+
+DEFINE_GEMM(decode, 2, 1, 8, 1, 1)     // 32 rows x 8 tokens, 8 warps split K: weight streaming
+DEFINE_GEMM(mid, 2, 4, 4, 1, 1)        // 32 rows x 32 tokens, 4 warps split K
+DEFINE_GEMM(large, 2, 8, 1, 4, 1)      // 128 rows x 64 tokens, 4 warps
+
+// ------------------------------------------------------------------------------------------------
+// Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
+extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
+                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
+    const int h8 = hidden >> 3;
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n_tokens * h8) return;
+    const int tkn = (int)(i / h8), c = (int)(i % h8);
+    float s[8];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) s[q] = 0.0f;
+    for (int j = 0; j < top_k; ++j) {
+        const int slot = tkn * top_k + j;
+        if (local_ids[slot] < 0) continue;
+        uint4 v = *reinterpret_cast<const uint4*>(y + (long)slot * hidden + 8 * c);
+        u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            s[2 * q] += __uint_as_float(w[q] << 16);
+            s[2 * q + 1] += __uint_as_float(w[q] & 0xffff0000u);
+        }
+    }
+    u32 o[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) o[q] = (u32)f32_to_bf16(s[2 * q]) | ((u32)f32_to_bf16(s[2 * q + 1]) << 16);
+    *reinterpret_cast<uint4*>(out + (long)tkn * hidden + 8 * c) = make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Naive second reference: one thread per output value, scalar fp32 sums, weights decoded from the
+// ORIGINAL vLLM layout (packed [E, N, K/2], scales [E, N, K/32]) with the format's table, so that it
+// shares nothing with the fast path but the rounding points.
+__device__ __forceinline__ float naive_w(const unsigned char* w, const unsigned char* s, long row, int k, int kdim) {
+    const float lut[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    unsigned char byte = w[row * (kdim / 2) + k / 2];
+    int code = (k & 1) ? (byte >> 4) : (byte & 15);
+    float v = lut[code & 7];
+    if (code & 8) v = -v;
+    int sb = s[row * (kdim / 32) + k / 32];
+    if (sb == 255) return __uint_as_float(0x7fc00000u);
+    return v * __uint_as_float(sb == 0 ? 0x00400000u : ((u32)sb << 23));   // exact; x0.5 of 2^-127 fine
+}
+
+// inter[slot, i] for every slot (t*k + j) with a valid local expert; gate/up rows by gate_idx/up_idx.
+extern "C" __global__ void moe_gemm1_naive(const unsigned char* w13, const unsigned char* s13, const float* b13,
+                                           const u16* x, const int* local_ids, const float* topk_w, int n_slots,
+                                           int top_k, int hidden, int inter, const int* gate_idx,
+                                           const int* up_idx, int act, int weight_on_input, u16* out) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n_slots * inter) return;
+    const int slot = (int)(i / inter), ch = (int)(i % inter);
+    const int e = local_ids[slot];
+    if (e < 0) return;
+    const u16* xr = x + (long)(slot / top_k) * hidden;
+    const long rg = (long)e * 2 * inter + gate_idx[ch], ru = (long)e * 2 * inter + up_idx[ch];
+    float g = 0.0f, u = 0.0f;
+    for (int k = 0; k < hidden; ++k) {
+        float xv = bf16_to_f32(xr[k]);
+        g = fmaf(xv, naive_w(w13, s13, rg, k, hidden), g);
+        u = fmaf(xv, naive_w(w13, s13, ru, k, hidden), u);
+    }
+    if (b13) { g += b13[rg]; u += b13[ru]; }
+    float v = activation(act, g, u);
+    if (weight_on_input) v *= bf16_to_f32(f32_to_bf16(topk_w[slot]));
+    out[(long)slot * inter + ch] = f32_to_bf16(v);
+}
+
+extern "C" __global__ void moe_gemm2_naive(const unsigned char* w2, const unsigned char* s2, const float* b2,
+                                           const u16* inter_act, const int* local_ids, const float* topk_w,
+                                           int n_slots, int hidden, int inter, int weight_on_input, u16* y) {
+    long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n_slots * hidden) return;
+    const int slot = (int)(i / hidden), h = (int)(i % hidden);
+    const int e = local_ids[slot];
+    if (e < 0) return;
+    const long r = (long)e * hidden + h;
+    float acc = 0.0f;
+    for (int k = 0; k < inter; ++k)
+        acc = fmaf(bf16_to_f32(inter_act[(long)slot * inter + k]), naive_w(w2, s2, r, k, inter), acc);
+    if (b2) acc += b2[r];
+    if (!weight_on_input) acc *= bf16_to_f32(f32_to_bf16(topk_w[slot]));
+    y[(long)slot * hidden + h] = f32_to_bf16(acc);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Probe: the register dequantizer alone. codes_word[i] is a kernel-order uint32 of 8 codes, sbyte[i] its
+// scale byte; out[8*i + j] = bf16 bits of code j (logical order) times 2**(sbyte - 127).
+extern "C" __global__ void moe_dequant_probe(const u32* codes_word, const u32* sbyte, int n, u16* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    u32 r[4];
+    dequant8(codes_word[i], sbyte[i], r);
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+        out[8 * i + 2 * p] = (u16)(r[p] & 0xffffu);
+        out[8 * i + 2 * p + 1] = (u16)(r[p] >> 16);
+    }
+}

@@ -1,0 +1,297 @@
+"""cupy_kernels.fused_moe against the spec (mxfp4ref.moe.forward / error_bound).
+
+CPU tests (always run): the kernel weight layout decodes back to the spec's dequantized rows.
+GPU tests (@pytest.mark.gpu): the register dequantizer exhaustively (16 codes x 256 scale bytes,
+bit-exact), the layer within mxfp4ref.moe.error_bound for the tiny config and gpt-oss shapes (for large
+token counts the reference is computed on a random subset of tokens, exactly: tokens are independent),
+both gate/up layouts, padded weights, adversarial routing, expert maps with -1, router weight on input,
+poisoned buffers, bit-identical repeats, the naive kernels, CUDA-graph replay.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from cupy_kernels import fused_moe as fm
+from mxfp4ref.moe.error_bound import check_within_bound, error_bound
+from mxfp4ref.moe.padding import pad_hidden_states, pad_weights
+from mxfp4ref.moe.random_weights import random_moe_weights
+from mxfp4ref.moe.routing import make_expert_map, route
+from mxfp4ref.moe.weights import MoEWeights, dequantize_rows
+
+BF16 = ml_dtypes.bfloat16
+E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU: the kernel layout (numpy path of the same conversion code)
+# --------------------------------------------------------------------------------------------------
+def decode_kernel_layout(words, scales, K):
+    """Inverse of fm.kernel_layout for checking: (E, R, Kp/8) words + (E, R, Kp/32) scales -> (E, R, K)."""
+    E, R, kw = words.shape
+    kp = kw * 8
+    w = words.reshape(E, R, kp // 128, 4, 4)                       # (sb, t, b)
+    codes = np.zeros((E, R, kp // 128, 4, 4, 8), np.uint8)         # (sb, t, b, j)
+    for j in range(8):
+        slot = (j % 2) * 4 + 3 - j // 2
+        codes[..., j] = (w >> np.uint32(4 * slot)) & np.uint32(0xF)
+    codes = codes.transpose(0, 1, 2, 4, 3, 5).reshape(E, R, kp)   # k = 128 sb + 32 b + 8 t + j
+    scale = np.ldexp(1.0, scales.astype(np.int64) - 127)
+    vals = E2M1[codes] * np.repeat(scale, 32, axis=-1)
+    return vals[..., :K]
+
+
+@pytest.mark.parametrize("gate_up", ["interleaved", "concatenated"])
+def test_kernel_layout_decodes_to_spec_rows(gate_up):
+    w = random_moe_weights(2, 160, 96, seed=3, gate_up=gate_up)    # H=160 (pads to 256), I=96 (to 128)
+    E, H, I = 2, 160, 96
+    Hp, Ip = 256, 128
+    src = fm.w13_row_sources(I, gate_up, 2 * Ip)
+    words, scales = fm.kernel_layout(w.w13_weight, w.w13_weight_scale, src, Hp)
+    assert words.dtype == np.uint32 and words.shape == (E, 2 * Ip, Hp // 8)
+    got = decode_kernel_layout(words, scales, H)
+    gate_idx, up_idx = w.gate_up_indices()
+    for e in range(E):
+        ref = w.w13_dequantized(e)
+        for r in range(2 * Ip):
+            ch, is_up = (r // 16) * 8 + r % 8, (r % 16) >= 8
+            want = np.zeros(H, np.float32) if ch >= I else ref[(up_idx if is_up else gate_idx)[ch]]
+            np.testing.assert_array_equal(got[e, r], want)
+    # the padding past K decodes to exact zeros
+    full = decode_kernel_layout(words, scales, Hp)
+    assert not full[..., H:].any()
+
+
+def test_w2_layout_rows_and_tail():
+    w = random_moe_weights(1, 96, 160, seed=4)
+    src = np.where(np.arange(256) < 96, np.arange(256), -1)
+    words, scales = fm.kernel_layout(w.w2_weight, w.w2_weight_scale, src, 256)
+    got = decode_kernel_layout(words, scales, 160)
+    np.testing.assert_array_equal(got[0, :96], w.w2_dequantized(0))
+    assert not got[0, 96:].any()
+
+
+def test_row_sources_reject_unknown_layout():
+    with pytest.raises(ValueError, match="gate_up"):
+        fm.w13_row_sources(32, "blocked", 64)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU helpers
+# --------------------------------------------------------------------------------------------------
+def _cp():
+    import cupy
+    return cupy
+
+
+def bf16_bits_to_np(a):
+    return _cp().asnumpy(a).view(BF16)
+
+
+def random_x(rng, T, H):
+    return rng.standard_normal((T, H)).astype(BF16)
+
+
+def random_routing(rng, T, E, k):
+    logits = rng.standard_normal((T, E)).astype(np.float32)
+    return route(logits, k)
+
+
+def assert_within_bound(out_bits, x, w, tw, ids, **kw):
+    bound, exact = error_bound(x, w, tw, ids, return_exact=True, **kw)
+    out = bf16_bits_to_np(out_bits)
+    chk = check_within_bound(out, exact, bound)
+    assert chk.ok, (f"{chk.num_violations} elements outside the error bound; worst ratio {chk.worst_ratio:.3g} "
+                    f"at {chk.worst_indices[:3]}")
+    return out, exact
+
+
+def random_codes_weights(E, H, I, *, seed, gate_up="interleaved", scale_lo=118, scale_hi=123, bias=True):
+    """A random layer straight from codes (fast at gpt-oss sizes): uniform codes, scale bytes in a band."""
+    rng = np.random.default_rng(seed)
+    u8 = lambda shape: rng.integers(0, 256, shape, dtype=np.uint8)
+    sc = lambda shape: rng.integers(scale_lo, scale_hi + 1, shape, dtype=np.uint8)
+    b = (lambda shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)) if bias else (lambda shape: None)
+    return MoEWeights(u8((E, 2 * I, H // 2)), sc((E, 2 * I, H // 32)), u8((E, H, I // 2)), sc((E, H, I // 32)),
+                      b((E, 2 * I)), b((E, H)), gate_up)
+
+
+def sub_layer(w: MoEWeights, experts):
+    """The layer restricted to ``experts`` (so that a reference touches only those)."""
+    e = np.asarray(experts)
+    take = lambda a: None if a is None else np.ascontiguousarray(a[e])
+    return MoEWeights(take(w.w13_weight), take(w.w13_weight_scale), take(w.w2_weight), take(w.w2_weight_scale),
+                      take(w.w13_bias), take(w.w2_bias), w.gate_up)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU: dequantizer, exhaustive and bit-exact
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_dequant_probe_all_codes_all_scales():
+    # 256 scale bytes x 2 words covering the 16 codes (codes 0..7 then 8..15 in logical order)
+    logical = np.array([list(range(8)), list(range(8, 16))], np.uint32)      # (2, 8)
+    words = np.zeros(2, np.uint32)
+    for j in range(8):
+        words |= logical[:, j] << np.uint32(4 * ((j % 2) * 4 + 3 - j // 2))
+    W = np.tile(words, 256)
+    S = np.repeat(np.arange(256, dtype=np.uint32), 2)
+    got = _cp().asnumpy(fm.dequant_probe(W, S)).reshape(256, 2, 8)
+    codes = logical.astype(np.uint8)
+    for s in range(256):
+        scale = np.float32(np.nan) if s == 255 else np.float32(np.ldexp(1.0, s - 127))
+        want = (E2M1[codes] * scale).astype(BF16).view(np.uint16)
+        g = got[s]
+        if s == 255:
+            assert np.isnan(g.view(BF16).astype(np.float32)).all()
+        else:
+            np.testing.assert_array_equal(g, want, err_msg=f"scale byte {s}")
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU: the layer against the spec's error bound
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("gate_up", ["interleaved", "concatenated"])
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 16, 64, 333])
+@pytest.mark.parametrize("config", ["decode", "mid", "large"])
+def test_tiny_config_within_bound(gate_up, T, config):
+    E, H, I, k = 5, 96, 160, 2
+    w = random_moe_weights(E, H, I, seed=11, gate_up=gate_up)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(T)
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    out = fm.fused_moe(x, dw, tw, ids, config=config)
+    assert out.shape == (T, H) and out.dtype == np.uint16
+    assert_within_bound(out, x, w, tw, ids)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
+@pytest.mark.parametrize("on_input", [False, True])
+def test_activations_and_weight_on_input(activation, on_input):
+    E, H, I = 4, 64, 96
+    w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
+    dw = fm.to_device(w, keep_raw=True)
+    rng = np.random.default_rng(2)
+    T, k = 37, 1 if on_input else 3
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    kw = dict(activation=activation, apply_router_weight_on_input=on_input)
+    out = fm.fused_moe(x, dw, tw, ids, **kw)
+    assert_within_bound(out, x, w, tw, ids, **kw)
+    naive = fm.fused_moe(x, dw, tw, ids, impl="naive", **kw)
+    assert_within_bound(naive, x, w, tw, ids, **kw)
+
+
+@pytest.mark.gpu
+def test_adversarial_routing_and_expert_map():
+    E, H, I, k = 8, 96, 64, 4
+    w = random_moe_weights(E, H, I, seed=8)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(9)
+    T = 200
+    x = random_x(rng, T, H)
+    tw = rng.random((T, k)).astype(np.float32)
+    # every slot on expert 3 (k copies of one expert per token), experts 0..2, 4..7 empty
+    ids = np.full((T, k), 3, np.int32)
+    assert_within_bound(fm.fused_moe(x, dw, tw, ids), x, w, tw, ids)
+    # all distinct, each token on 4 different experts; dropped slots (-1) mixed in
+    ids = np.stack([rng.permutation(E)[:k] for _ in range(T)]).astype(np.int32)
+    ids[::7, 1] = -1
+    assert_within_bound(fm.fused_moe(x, dw, tw, ids), x, w, tw, ids)
+    # expert parallel: 16 global experts, this rank owns 8 (round robin), the rest -1
+    G = 16
+    emap = make_expert_map(G, 2, 1, "round_robin")
+    gids = rng.integers(0, G, (T, k)).astype(np.int32)
+    out = fm.fused_moe(x, dw, tw, gids, expert_map=emap, global_num_experts=G)
+    assert_within_bound(out, x, w, tw, gids, expert_map=emap, global_num_experts=G)
+    # a token with no local expert gives exact zeros
+    gids[0] = [0, 2, 4, 6]                                              # all on rank 0
+    out = bf16_bits_to_np(fm.fused_moe(x, dw, tw, gids, expert_map=emap, global_num_experts=G))
+    assert not out[0].astype(np.float32).any()
+
+
+@pytest.mark.gpu
+def test_padded_weights_match_unpadded_reference():
+    E, H, I, k = 4, 96, 160, 2
+    w = random_moe_weights(E, H, I, seed=12)
+    wp = pad_weights(w, 256, 256)                                       # vLLM-style zero padding
+    rng = np.random.default_rng(13)
+    x = random_x(rng, 50, H)
+    tw, ids = random_routing(rng, 50, E, k)
+    out = _cp().asnumpy(fm.fused_moe(pad_hidden_states(x, 256), fm.to_device(wp), tw, ids)).view(BF16)
+    bound, exact = error_bound(x, w, tw, ids, return_exact=True)
+    chk = check_within_bound(out[:, :H], exact, bound)
+    assert chk.ok, f"{chk.num_violations} outside the bound, worst ratio {chk.worst_ratio:.3g}"
+    assert not out[:, H:].astype(np.float32).any()                     # padded columns exactly 0
+
+
+@pytest.mark.gpu
+def test_poisoned_buffers_repeat_bit_identical_and_graph():
+    cp = _cp()
+    E, H, I, k = 6, 128, 96, 2
+    w = random_moe_weights(E, H, I, seed=21)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(22)
+    T = 96
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    ws = fm.Workspace(dw, T, k, fm.CONFIGS["mid"][1])
+    for buf in (ws.inter, ws.y, ws.out):
+        buf.fill(0x7FC1)                                                # NaN bits everywhere
+    out1 = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="mid", workspace=ws))
+    assert np.isfinite(out1.view(BF16).astype(np.float32)).all()        # every element written
+    assert_within_bound(cp.asarray(out1), x, w, tw, ids)
+    for _ in range(3):
+        ws.out.fill(0x7FC1)
+        again = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="mid", workspace=ws))
+        np.testing.assert_array_equal(again, out1)                     # same bits every run
+    g = fm.MoEGraph(dw, T, k, config="mid")
+    g.x[...] = cp.asarray(x.view(np.uint16))
+    g.topk_weights[...] = cp.asarray(tw)
+    g.topk_ids[...] = cp.asarray(ids)
+    g.out.fill(0x7FC1)
+    np.testing.assert_array_equal(cp.asnumpy(g.replay()), out1)
+    g.stream.synchronize()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 16, 64, 333, 1024, 4096])
+def test_gpt_oss_20b_shapes_within_bound(T):
+    _gpt_oss_case("gpt-oss-20b", 32, T, seed=100 + T)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 7, 64, 1024])
+def test_gpt_oss_120b_shapes_within_bound(T):
+    _gpt_oss_case("gpt-oss-120b", 128, T, seed=200 + T, gate_up="concatenated" if T == 7 else "interleaved")
+
+
+_LAYERS = {}
+
+
+def _gpt_oss_case(name, E, T, *, seed, gate_up="interleaved", n_ref=3):
+    H = I = 2880
+    k = 4
+    key = (name, gate_up)
+    if key not in _LAYERS:
+        _LAYERS.clear()
+        w = random_codes_weights(E, H, I, seed=E, gate_up=gate_up)
+        _LAYERS[key] = (w, fm.to_device(w))
+    w, dw = _LAYERS[key]
+    rng = np.random.default_rng(seed)
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    out = _cp().asnumpy(fm.fused_moe(x, dw, tw, ids)).view(BF16)
+    assert np.isfinite(out.astype(np.float32)).all()
+    rows = np.sort(rng.choice(T, size=min(T, n_ref), replace=False))    # reference on a token subset
+    touched = np.unique(ids[rows])
+    remap = np.full(E, -1, np.int64)
+    remap[touched] = np.arange(touched.size)
+    sub = sub_layer(w, touched)
+    bound, exact = error_bound(x[rows], sub, tw[rows], remap[ids[rows]].astype(np.int32), return_exact=True)
+    chk = check_within_bound(out[rows], exact, bound)
+    assert chk.ok, f"{chk.num_violations} outside the bound, worst ratio {chk.worst_ratio:.3g}"
