@@ -14,7 +14,7 @@ def random_weights(E, H, I, seed=0, bias=True, gate_up="interleaved"):
     r = np.random.default_rng(seed)
     u = lambda *s: r.integers(0, 256, s, dtype=np.uint8)
     # bf16-exact biases (gpt-oss stores bf16; backends keeping bf16 biases need them exact)
-    b = lambda *s: (r.integers(-512, 512, s) / 64).astype(np.float32) if bias else None
+    b = lambda *s: (r.integers(-128, 128, s) / 16).astype(np.float32) if bias else None
     return MoEWeights(u(E, 2 * I, H // 2), u(E, 2 * I, H // 32), u(E, H, I // 2), u(E, H, I // 32),
                       b(E, 2 * I), b(E, H), gate_up)
 
