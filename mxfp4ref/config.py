@@ -63,7 +63,7 @@ class AmaxNaN(enum.Enum):
 
 
 class NonFinite(enum.Enum):
-    """The scale byte of a block whose amax is NaN or Inf (or, under EVEN, rounds up to Inf)."""
+    """The scale byte of a block whose amax is NaN or Inf."""
     NAN_SCALE = "nan-scale"
     """b = 0xFF, the E8M0 NaN: the whole block decodes to NaN (OCP; torchao; microxcaling)."""
     SATURATE = "saturate"
@@ -73,6 +73,16 @@ class NonFinite(enum.Enum):
     """triton_kernels' integer arithmetic on the descale's float32 bits: Inf -> 0xFF; NaN -> 0x00
     under RCEIL ((0x7FC00000 + 0x7FFFFF) wraps in int32 and masks to exponent 0) and 0xFF under
     FLOOR (its ROUND_DOWN masks the exponent field of NaN = 0xFF)."""
+
+
+class EvenOverflow(enum.Enum):
+    """EVEN when amax >= 1.75 * 2^127 (E = 254, its rounding carries out of the exponent field)."""
+    EXACT = "exact"
+    """The arithmetic answer: amax rounds to 2^128, b = 128 - emax + 127 (253 for E2M1)."""
+    NAN_SCALE = "nan-scale"
+    """The rounded bits are +Inf, so the block is treated as non-finite: 0xFF (torchao EVEN)."""
+    SATURATE = "saturate"
+    """log2(Inf) is clamped to the largest exponent: 0xFE (Quark HIP, aiter)."""
 
 
 class Descale(enum.Enum):
@@ -136,12 +146,13 @@ class QuantConfig:
     elem              ElemFormat: E2M1 (MXFP4) or E4M3 / E5M2 (MXFP8).
     block_size        elements per scale along the block axis (32 in MX v1.0).
     amax_nan          AmaxNaN: NaN elements in the block max or not.
-    nonfinite         NonFinite: byte of a NaN/Inf amax, and of an EVEN amax that rounds to Inf.
+    nonfinite         NonFinite: byte of a NaN/Inf amax.
     descale           Descale: RCEIL's float32 descale arithmetic.
     subnormal_descale SubnormalDescale: RCEIL's byte for a subnormal descale.
     edge_multiplier   EdgeMultiplier: element multiplier of byte-0x00 and byte-0xFF blocks.
     nan_code          NanCode: E2M1 magnitude code of a NaN scaled element.
     log2              Log2: FLOOR's exponent of amax, exact bits or a float32 log2.
+    even_overflow     EvenOverflow: EVEN's byte when rounding amax carries past 2^127.
 
     Element step (all backends): s = float32(x * multiplier) with multiplier = 2^(127-b) as a float32
     for 1 <= b <= 254 (exact; 2^-127 is a float32 subnormal), b = 0 / 0xFF per edge_multiplier; then
@@ -159,6 +170,7 @@ class QuantConfig:
     edge_multiplier: EdgeMultiplier = EdgeMultiplier.EXACT
     nan_code: NanCode = NanCode.SATURATE
     log2: Log2 = Log2.EXACT
+    even_overflow: EvenOverflow = EvenOverflow.EXACT
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -187,4 +199,4 @@ class QuantConfig:
 _ENUMS = {"scale_rule": ScaleRule, "rounding": Rounding, "elem": ElemFormat,
           "amax_nan": AmaxNaN, "nonfinite": NonFinite, "descale": Descale,
           "subnormal_descale": SubnormalDescale, "edge_multiplier": EdgeMultiplier,
-          "nan_code": NanCode, "log2": Log2}
+          "nan_code": NanCode, "log2": Log2, "even_overflow": EvenOverflow}

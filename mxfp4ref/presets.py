@@ -6,7 +6,7 @@ spec/04-presets.md, and each row of that table is a test in tests/test_presets.p
 """
 from __future__ import annotations
 
-from .config import (AmaxNaN, Descale, EdgeMultiplier, Log2, NanCode, NonFinite, QuantConfig,
+from .config import (AmaxNaN, Descale, EdgeMultiplier, EvenOverflow, Log2, NanCode, NonFinite, QuantConfig,
                      SubnormalDescale)
 from .rounding import Rounding
 from .scales import ScaleRule
@@ -32,7 +32,8 @@ def _torchao(rule: ScaleRule) -> QuantConfig:
     return QuantConfig(scale_rule=rule, rounding=Rounding.RNE, amax_nan=AmaxNaN.PROPAGATE,
                        nonfinite=NonFinite.NAN_SCALE, descale=Descale.RECIPROCAL,
                        subnormal_descale=SubnormalDescale.CEIL,
-                       edge_multiplier=EdgeMultiplier.EXACT, nan_code=NanCode.TORCHAO)
+                       edge_multiplier=EdgeMultiplier.EXACT, nan_code=NanCode.TORCHAO,
+                       even_overflow=EvenOverflow.NAN_SCALE)
 
 
 OCP = Preset(
@@ -93,7 +94,7 @@ QUARK = Preset(
     "quark",
     QuantConfig(scale_rule=ScaleRule.EVEN, rounding=Rounding.RNE, amax_nan=AmaxNaN.IGNORE,
                 nonfinite=NonFinite.SATURATE, edge_multiplier=EdgeMultiplier.EXACT,
-                nan_code=NanCode.SATURATE),
+                nan_code=NanCode.SATURATE, even_overflow=EvenOverflow.SATURATE),
     "amd/quark: quark/torch/kernel/hw_emulation/csrc/mxfp4/fake_kernels.cuh::qdq_mxfp4_kernel "
     "(the default QUARK_MXFP4_IMPL=hip path that vLLM's quant_dequant_mxfp4 emulation calls)",
     "EVEN scale, RNE elements; amax by __hmax (NaN ignored); exponent clamped to 127, so Inf or "

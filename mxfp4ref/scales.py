@@ -63,7 +63,8 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
     ``cfg`` is a :class:`mxfp4ref.config.QuantConfig`; it supplies scale_rule, elem (emax, mbits,
     max), nonfinite, descale and subnormal_descale.
     """
-    from .config import Descale, Log2, NonFinite, SubnormalDescale  # (config imports this module)
+    from .config import (Descale, EvenOverflow, Log2, NonFinite,   # (config imports this module)
+                         SubnormalDescale)
 
     amax = np.asarray(amax, dtype=np.float32)
     A = f32_bits(amax)                       # (...,) int64 bit patterns
@@ -83,9 +84,13 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
         b = E + (M != 0) - emax
     elif rule is ScaleRule.EVEN:
         half = 1 << (23 - cfg.elem.mbits - 1)            # E2M1: 0x200000 = half of the kept bit
-        E_rounded = ((A + half) >> 23) & 0xFF
-        nonfinite = nonfinite | (E_rounded == 0xFF)      # amax >= 1.75 * 2^127 rounds to Inf
+        E_rounded = (A + half) >> 23                     # may carry to 255 (= 2^128) for E = 254
+        carried = (E_rounded == 0xFF) & ~nonfinite
         b = E_rounded - emax
+        if cfg.even_overflow is EvenOverflow.NAN_SCALE:  # the rounded bits are +Inf
+            b = np.where(carried, 0xFF, b)
+        elif cfg.even_overflow is EvenOverflow.SATURATE:
+            b = np.where(carried, 0xFE, b)
     elif rule is ScaleRule.RCEIL:
         max_elem = np.float32(cfg.elem.max_value)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -103,7 +108,7 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
     else:  # pragma: no cover
         raise ValueError(f"scale_rule: unsupported {rule!r}")
 
-    b = np.clip(b, 0, 254)
+    b = np.where(b == 0xFF, 0xFF, np.clip(b, 0, 254))    # (0xFF only from EVEN's NAN_SCALE)
     if cfg.nonfinite is NonFinite.NAN_SCALE:
         special = np.full_like(b, 0xFF)
     elif cfg.nonfinite is NonFinite.SATURATE:
