@@ -11,3 +11,7 @@ from .padding import (Mxfp4Backend, pad_for_backend, pad_hidden_states, pad_weig
 from .checkpoint import (CheckpointNames, from_checkpoint_tensors, read_checkpoint, tensor_names,
                          to_checkpoint_tensors, write_checkpoint)
 from .sharding import shard_expert_parallel, shard_tensor_parallel, tp_channel_range
+from .routing import Order, Placement, Scoring, make_expert_map, route
+from .align import align_block_size
+from .activations import Activation, gelu_and_mul, silu_and_mul, swigluoai
+from .forward import MoEIntermediates, Pipeline, fused_moe
