@@ -1,10 +1,14 @@
 """Backend padding: vLLM 0.33.0's multiples, zero-filled top-left placement, input pad / output slice."""
+import ml_dtypes
 import numpy as np
 import pytest
 
 from mxfp4ref.moe.configs import CONFIGS, MoEConfig, get_config
 from mxfp4ref.moe.padding import (Mxfp4Backend, pad_for_backend, pad_hidden_states, pad_weights,
                                   padded_sizes, padding_multiples, unpad_output)
+from mxfp4ref.moe.forward import fused_moe
+from mxfp4ref.moe.random_weights import random_moe_weights
+from mxfp4ref.moe.routing import route
 from mxfp4ref.moe.weights import MoEWeights
 
 # gpt-oss (H = I = 2880) per-rank (hidden, intermediate) at TP = 1, 2, 4, 8 (I/tp = 2880, 1440, 720, 360),
@@ -151,3 +155,55 @@ def test_spec_chapter_examples(chapter):
     path = pathlib.Path(__file__).resolve().parent.parent / "spec" / chapter
     result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---- the padded layer's output (needs fused_moe, spec/12) -----------------------------------------
+
+
+def _tokens(E, H, T, k, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, H)).astype(ml_dtypes.bfloat16)
+    topk_weights, topk_ids = route(rng.standard_normal((T, E)).astype(np.float32), k)
+    return x, topk_weights, topk_ids
+
+
+DISTINCT_PADDINGS = sorted({padded_sizes(b, 96, 160) for b in Mxfp4Backend} | {padded_sizes("marlin", 96, 160, platform="xpu")})
+
+
+@pytest.mark.parametrize("pipeline", ["exact", "bf16"])
+@pytest.mark.parametrize("gate_up, activation", [("interleaved", "swigluoai"), ("concatenated", "swigluoai"),
+                                                 ("concatenated", "silu"), ("interleaved", "gelu")])
+def test_padded_layer_gives_exactly_the_unpadded_output(pipeline, gate_up, activation):
+    cfg = get_config("tiny")
+    E, H, I, k = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size, cfg.top_k
+    w = random_moe_weights(E, H, I, seed=11, gate_up=gate_up)
+    x, tw, ids = _tokens(E, H, 40, k, seed=12)
+    ref = fused_moe(x, w, tw, ids, activation=activation, pipeline=pipeline)
+    assert len(DISTINCT_PADDINGS) >= 4                     # (96, 160) itself and three real paddings
+    for Hp, Ip in DISTINCT_PADDINGS:
+        p = pad_weights(w, Hp, Ip)
+        out, inter = fused_moe(pad_hidden_states(x, Hp), p, tw, ids, activation=activation, pipeline=pipeline,
+                               return_intermediates=True)
+        assert out.shape == (40, Hp) and not out[:, H:].astype(np.float32).any()
+        y = unpad_output(out, H)
+        assert y.dtype == ref.dtype and np.array_equal(y, ref), (Hp, Ip)
+        pg, pu = p.gate_up_indices()
+        assert not inter.gate_up[..., pg[I:]].any() and not inter.gate_up[..., pu[I:]].any()
+        assert not inter.activation[..., I:].any()
+
+
+def test_padding_equality_is_not_vacuous():
+    """Nonzero bytes in the padded region (what vLLM's zero-initialised buffers rule out) do show up."""
+    w = random_moe_weights(5, 96, 160, seed=11)
+    x, tw, ids = _tokens(5, 96, 40, 2, seed=12)
+    ref = fused_moe(x, w, tw, ids)
+    p = pad_weights(w, 128, 256)
+    run = lambda q: unpad_output(fused_moe(pad_hidden_states(x, 128), q, tw, ids), 96)
+    b13 = p.w13_bias.copy()
+    b13[:, 2 * 160] = 1.0                                  # gate bias of padded channel 160: activation != 0
+    live = MoEWeights(p.w13_weight, p.w13_weight_scale, p.w2_weight, p.w2_weight_scale, b13, p.w2_bias)
+    assert np.array_equal(run(live), ref)                  # ... but W2's padded column is still zero codes
+    w2, s2 = p.w2_weight.copy(), p.w2_weight_scale.copy()
+    w2[:, :, 160 // 2] = 0x22                              # codes 1.0, 1.0 in W2 columns 160, 161
+    s2[:, :, 160 // 32] = 127                              # their block's scale 2**0
+    assert not np.array_equal(run(MoEWeights(p.w13_weight, p.w13_weight_scale, w2, s2, b13, p.w2_bias)), ref)

@@ -1,7 +1,13 @@
-"""TP/EP slicing with vLLM's gpt-oss loader rule; forward-sum tests live at the end (need fused_moe)."""
+"""TP/EP slicing with vLLM's gpt-oss loader rule, and the ranks' outputs summing to the full layer."""
+import functools
+
+import ml_dtypes
 import numpy as np
 import pytest
 
+from mxfp4ref.moe.forward import fused_moe
+from mxfp4ref.moe.random_weights import random_moe_weights
+from mxfp4ref.moe.routing import make_expert_map, route
 from mxfp4ref.moe.sharding import shard_expert_parallel, shard_tensor_parallel, tp_channel_range
 from mxfp4ref.moe.weights import MoEWeights
 
@@ -91,3 +97,77 @@ def test_ep_slices_experts_in_local_order():
 def test_ep_errors(emap, exc, words):
     with pytest.raises(exc, match=words):
         shard_expert_parallel(_layer(), emap)
+
+
+# ---- the ranks' outputs add up to the layer (needs fused_moe, spec/12) -----------------------------
+
+U = 2.0 ** -53                                             # float64 unit roundoff
+
+
+def gamma(n):
+    """Higham's gamma_n = n u / (1 - n u): bound on the relative error of an n-term float64 sum."""
+    return n * U / (1 - n * U)
+
+
+@functools.lru_cache(maxsize=None)
+def _problem(E, H, I, k, T=24, seed=0, gate_up="interleaved"):
+    w = random_moe_weights(E, H, I, seed=seed, gate_up=gate_up)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((T, H)).astype(ml_dtypes.bfloat16)
+    topk_weights, topk_ids = route(rng.standard_normal((T, E)).astype(np.float32), k)
+    return w, x, topk_weights, topk_ids
+
+
+@pytest.mark.parametrize("I, gate_up", [(288, "interleaved"), (288, "concatenated"), (2880, "interleaved")])
+@pytest.mark.parametrize("tp", [1, 2, 3, 4, 8])
+def test_tp_partial_outputs_sum_to_the_layer(tp, I, gate_up):
+    E, H, k = 6, 64, 4                     # I = 288: 9 blocks, uneven for tp 2, 4, 8; I = 2880: gpt-oss
+    w, x, tw, ids = _problem(E, H, I, k, gate_up=gate_up)
+    full, it = fused_moe(x, w, tw, ids, return_intermediates=True)
+    total = np.zeros_like(full)
+    for r in range(tp):
+        s, t, _ = tp_channel_range(I, tp, r)
+        part = shard_tensor_parallel(w, tp, r)
+        out, ir = fused_moe(x, part, tw, ids, return_intermediates=True)
+        # GEMM1 sees the same rows: the rank's pre-activations are the full layer's, bit for bit
+        fg, fu = w.gate_up_indices()
+        pg, pu = part.gate_up_indices()
+        assert np.array_equal(ir.gate_up[..., pg[:t - s]], it.gate_up[..., fg[s:t]])
+        assert np.array_equal(ir.gate_up[..., pu[:t - s]], it.gate_up[..., fu[s:t]])
+        total += out
+        first = out if r == 0 else first
+    # only GEMM2's sum is regrouped (I terms + bias, times gamma, k slots, tp ranks): both results are
+    # within gamma_n * S of the real value, S = sum over slots of |gamma| (|a| |W2|^T + |b2|)
+    S = np.zeros_like(full)
+    for e in range(E):
+        tok, slot = np.nonzero(ids == e)
+        a = np.abs(it.activation[tok, slot])                                     # (n, I)
+        S[tok] += np.abs(tw[tok, slot])[:, None] * (a @ np.abs(w.w2_dequantized(e).astype(np.float64)).T
+                                                    + np.abs(w.w2_bias[e]))
+    bound = 2 * gamma(I + k + tp + 2) * S
+    assert np.all(np.abs(total - full) <= bound)
+    if tp > 1:                                             # the bound is tight enough to see a lost rank
+        assert not np.all(np.abs(total - first - full) <= bound)
+
+
+@pytest.mark.parametrize("placement", ["linear", "round_robin"])
+@pytest.mark.parametrize("ep", [1, 2, 4])
+def test_ep_partial_outputs_sum_to_the_layer(ep, placement):
+    E, H, I, k = 6, 64, 96, 4
+    w, x, tw, ids = _problem(E, H, I, k, seed=3)
+    full, it = fused_moe(x, w, tw, ids, return_intermediates=True)
+    total = np.zeros_like(full)
+    held = np.zeros(E, int)
+    for r in range(ep):
+        emap = make_expert_map(E, ep, r, placement)
+        held += emap >= 0
+        out, ir = fused_moe(x, shard_expert_parallel(w, emap), tw, ids, expert_map=emap,
+                            global_num_experts=E, return_intermediates=True)
+        mine = ir.valid                                                          # slots this rank computed
+        assert np.array_equal(mine, emap[ids] >= 0)
+        assert np.array_equal(ir.rows[mine], it.rows[mine])                      # same rows, bit for bit
+        assert not ir.rows[~mine].any()
+        total += out
+    assert np.array_equal(held, np.ones(E, int))                                 # every expert once
+    bound = 2 * gamma(k + ep) * np.abs(it.rows).sum(axis=1)                      # regrouped k-slot sums
+    assert np.all(np.abs(total - full) <= bound)
