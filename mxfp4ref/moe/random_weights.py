@@ -55,8 +55,12 @@ def _float_rows(bg: np.random.PCG64, rows: int, cols: int) -> np.ndarray:
 
 
 def random_moe_weights(num_experts: int, hidden_size: int, intermediate_size: int, *, seed: int,
-                       bias: bool = True, preset: str = "ocp", gate_up: str = "interleaved") -> MoEWeights:
-    """A random MoE layer (E, H, I) quantized with ``mxfp4ref.quantize(..., preset=preset)``."""
+                       bias: bool = True, preset: str = "ocp", gate_up: str = "interleaved",
+                       backend: str = "numpy") -> MoEWeights:
+    """A random MoE layer (E, H, I) quantized with ``mxfp4ref.quantize(..., preset=preset)``.
+
+    ``backend`` is the quantizer's ("numba" gives the same bytes, faster: a gpt-oss-120b layer takes
+    minutes with either, most of it in quantize)."""
     from .. import quantize          # the format core's quantizer (imported late: no import cycle)
 
     for name, v, mult in (("num_experts", num_experts, 1), ("hidden_size", hidden_size, 32),
@@ -73,9 +77,9 @@ def random_moe_weights(num_experts: int, hidden_size: int, intermediate_size: in
     w2 = np.empty((E, H, I // 2), np.uint8)
     s2 = np.empty((E, H, I // 32), np.uint8)
     for e in range(E):                                   # one expert at a time: bounded memory
-        q = quantize(_float_rows(bg, 2 * I, H), axis=-1, preset=preset)
+        q = quantize(_float_rows(bg, 2 * I, H), axis=-1, preset=preset, backend=backend)
         w13[e], s13[e] = q.packed, q.scales
-        q = quantize(_float_rows(bg, H, I), axis=-1, preset=preset)
+        q = quantize(_float_rows(bg, H, I), axis=-1, preset=preset, backend=backend)
         w2[e], s2[e] = q.packed, q.scales
     b13 = b2 = None
     if bias:
