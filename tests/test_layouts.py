@@ -136,3 +136,34 @@ def test_wrong_buffer_shape_is_rejected():
                         kw.w2_weight_scale, kw.w13_bias, kw.w2_bias, kw.source, kw.views)
     with pytest.raises(ValueError, match="w13_weight: expected shape"):
         from_kernel_layout(bad)
+
+
+def test_marlin_scale_decode_rule_diverges_from_ocp_at_bytes_0_and_255():
+    from mxfp4ref.layouts.marlin import kernel_scale_value
+    b = np.arange(256, dtype=np.uint8)
+    v = kernel_scale_value(b)
+    assert v[0] == 0.0                                      # OCP: 2**-127
+    assert np.isposinf(v[255])                              # OCP: NaN
+    assert np.array_equal(v[1:255], np.ldexp(np.float32(1), np.arange(1, 255) - 127).astype(np.float32))
+
+
+@pytest.mark.parametrize("backend,H,I,match", [
+    ("flashinfer-trtllm", 2880, 2944, "hidden_size H .* multiple of 128, got 2880; pad"),
+    ("flashinfer-trtllm", 3072, 2880, "intermediate_size I .* multiple of 128, got 2880"),
+    ("flashinfer-cutlass-sm90", 2880, 2944, "hidden_size H .* multiple of 128, got 2880"),
+    ("marlin", 96, 64, "hidden_size H .* multiple of 64, got 96"),
+])
+def test_shapes_a_backend_cannot_take_name_the_constraint(backend, H, I, match):
+    with pytest.raises(ValueError, match=f"{backend}: {match}"):
+        to_kernel_layout(random_weights(1, H, I, bias=False), backend)
+
+
+@pytest.mark.parametrize("backend", ["flashinfer-cutlass-sm90", "marlin"])
+def test_bf16_bias_backends_refuse_inexact_biases(backend):
+    E, H, I = BACKENDS[backend].TEST_SHAPES[0]
+    w = random_weights(E, H, I)
+    bias = w.w2_bias.copy()
+    bias[0, 0] = np.float32(1 + 2 ** -10)                    # needs 10 mantissa bits
+    w = MoEWeights(w.w13_weight, w.w13_weight_scale, w.w2_weight, w.w2_weight_scale, w.w13_bias, bias)
+    with pytest.raises(ValueError, match="not exactly representable in bfloat16"):
+        to_kernel_layout(w, backend)

@@ -15,12 +15,12 @@ import numpy as np
 
 from ..moe.weights import MoEWeights
 from ..packing import pack_fp4, unpack_fp4
-from . import flashinfer_cutlass, flashinfer_trtllm, strided, triton_blackwell, triton_hopper
+from . import flashinfer_cutlass, flashinfer_trtllm, marlin, strided, triton_blackwell, triton_hopper
 from ._core import (PAD, PERMUTE_CACHE, TENSORS, KernelWeights, TensorPlan, cached_index_map,
                     clear_permute_cache, gather, scatter)
 
 BACKENDS = {m.NAME: m for m in (strided, triton_hopper, triton_blackwell, flashinfer_trtllm,
-                                flashinfer_cutlass)}
+                                flashinfer_cutlass, marlin)}
 """Backend name -> module. Names as accepted by ``to_kernel_layout`` and ``explain-layout``."""
 
 UNVERIFIED: dict[str, str] = {}

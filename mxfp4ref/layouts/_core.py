@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 
 PAD = -1
@@ -166,3 +167,23 @@ def weight_scale_plans(backend: str, E: int, H: int, I: int, value_map, scale_ma
         plans[name + "_weight"] = TensorPlan(vidx, view=value_view, **value_plan)
         plans[name + "_weight_scale"] = TensorPlan(sidx, view=scale_view)
     return plans
+
+
+def bf16_codec(backend: str):
+    """(encode, decode) for backends that keep biases in bfloat16: float32 -> ml_dtypes.bfloat16,
+    refusing values bf16 cannot hold exactly (the round trip must be exact), and back."""
+    def to_bf16(x: np.ndarray) -> np.ndarray:
+        y = x.astype(ml_dtypes.bfloat16)
+        bad = y.astype(np.float32).view(np.uint32) != x.view(np.uint32)
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{backend}: biases are kept in bfloat16 by this backend; bias value "
+                             f"{x.reshape(-1)[i]!r} (flat index {i}) is not exactly representable in bfloat16")
+        return y
+
+    def from_bf16(y: np.ndarray) -> np.ndarray:
+        if y.dtype != np.dtype(ml_dtypes.bfloat16):
+            raise TypeError(f"{backend}: bias buffer: expected dtype bfloat16, got {y.dtype}")
+        return y.astype(np.float32)
+
+    return to_bf16, from_bf16

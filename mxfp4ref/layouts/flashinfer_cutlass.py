@@ -21,10 +21,9 @@ Constraints (kernel checks and the scale fold): H and I multiples of 128 (vLLM p
 """
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
-from ._core import TensorPlan, cached_index_map, check_multiple, identity_index_map
+from ._core import TensorPlan, bf16_codec, cached_index_map, check_multiple, identity_index_map
 from .triton_hopper import twiddle, untwiddle
 
 NAME = "flashinfer-cutlass-sm90"
@@ -60,21 +59,7 @@ def scale_index_map(E: int, N: int, G: int, rows: np.ndarray) -> np.ndarray:
     return idx.reshape(E, N // 64, G // 4, 16, 16)
 
 
-def to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16, refusing values that bf16 cannot hold exactly (the round trip must be exact)."""
-    y = x.astype(ml_dtypes.bfloat16)
-    bad = y.astype(np.float32).view(np.uint32) != x.view(np.uint32)
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{NAME}: biases are kept in bfloat16 by this backend; bias value "
-                         f"{x.reshape(-1)[i]!r} (flat index {i}) is not exactly representable in bfloat16")
-    return y
-
-
-def from_bf16(y: np.ndarray) -> np.ndarray:
-    if y.dtype != np.dtype(ml_dtypes.bfloat16):
-        raise TypeError(f"{NAME}: bias buffer: expected dtype bfloat16, got {y.dtype}")
-    return y.astype(np.float32)
+to_bf16, from_bf16 = bf16_codec(NAME)
 
 
 def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
