@@ -167,3 +167,21 @@ def test_bf16_bias_backends_refuse_inexact_biases(backend):
     w = MoEWeights(w.w13_weight, w.w13_weight_scale, w.w2_weight, w.w2_weight_scale, w.w13_bias, bias)
     with pytest.raises(ValueError, match="not exactly representable in bfloat16"):
         to_kernel_layout(w, backend)
+
+
+def test_explain_layout_cli_prints_offsets_read_off_the_index_map(capsys):
+    from mxfp4ref.cli import main
+    assert main(["explain-layout", "flashinfer-trtllm", "--tensor", "w2_bias", "--cols", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].split() == ["0", "0", "8", "16", "24", "1", "9"]   # row 0: shuffle of 32
+
+
+def test_offset_map_agrees_with_to_kernel_layout():
+    """Put a distinct value in every logical byte; the buffer holds it where offset_map says."""
+    from mxfp4ref.layouts.explain import offset_map
+    for backend in ("strided", "triton-blackwell", "flashinfer-trtllm"):
+        H, I = (128, 128) if backend.startswith("flashinfer") else (64, 32)
+        w = random_weights(1, H, I)
+        kw = to_kernel_layout(w, backend)
+        where = offset_map(backend, "w13_weight_scale", H, I)
+        assert np.array_equal(kw.w13_weight_scale.reshape(-1)[where], w.w13_weight_scale[0])
