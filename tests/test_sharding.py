@@ -171,3 +171,17 @@ def test_ep_partial_outputs_sum_to_the_layer(ep, placement):
     assert np.array_equal(held, np.ones(E, int))                                 # every expert once
     bound = 2 * gamma(k + ep) * np.abs(it.rows).sum(axis=1)                      # regrouped k-slot sums
     assert np.all(np.abs(total - full) <= bound)
+
+
+def test_every_padded_backend_buffer_holds_a_tp_shard():
+    """vLLM's per-rank buffer padded_sizes(b, H, I // tp) fits P channels whenever b pads I to >= 32."""
+    from mxfp4ref.moe.padding import Mxfp4Backend, padded_sizes, padding_multiples
+    for I_ in (2880, 160 * 6):
+        for tp in (1, 2, 3, 4, 8):
+            if I_ % tp:
+                continue
+            P = tp_channel_range(I_, tp, 0)[2]
+            for b in Mxfp4Backend:
+                if padding_multiples(b)[1] >= 32:
+                    assert padded_sizes(b, 2880, I_ // tp)[1] >= P, (b, I_, tp)
+    assert padded_sizes("b12x-mxfp4-bf16", 2880, 720)[1] < tp_channel_range(2880, 4, 0)[2]   # 720 < 736
