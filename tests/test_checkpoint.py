@@ -2,6 +2,7 @@
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mxfp4ref.moe.checkpoint import (from_checkpoint_tensors, read_checkpoint, tensor_names,
                                      to_checkpoint_tensors, write_checkpoint)
@@ -80,6 +81,17 @@ def test_decoding_equals_gpt_oss_reference_bit_for_bit(names):
     assert np.array_equal(ref13[finite].astype(ml_dtypes.bfloat16).astype(np.float32), ref13[finite])
 
 
+def test_every_byte_with_every_scale_equals_gpt_oss():
+    """Exhaustive: row r holds the 256 byte values 0..255 with scale byte r in every block."""
+    w13 = np.tile(np.arange(256, dtype=np.uint8), (1, 256, 1))             # (1, 2I=256, H/2=256)
+    s13 = np.repeat(np.arange(256, dtype=np.uint8), 16).reshape(1, 256, 16)  # (1, 256, H/32=16)
+    w = MoEWeights(w13, s13, np.zeros((1, 512, 64), np.uint8), np.zeros((1, 512, 4), np.uint8))
+    ref = gpt_oss_decode(w13.reshape(1, 256, 16, 16), s13)[0]               # (256, 512)
+    ours = w.w13_dequantized(0)
+    assert np.array_equal(ours[:255].view(np.uint32), ref[:255].view(np.uint32))   # scale bytes 0..254
+    assert np.isnan(ours[255]).all() and not np.isnan(ref[255]).any()               # 0xFF: see below
+
+
 def test_scale_byte_255_is_nan_here_but_not_in_gpt_oss():
     """The one documented difference: E8M0 0xFF is NaN (OCP); gpt-oss's ldexp gives 2**128 * value."""
     blocks = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)[:, :, :1]    # codes 0..15 in one block
@@ -147,3 +159,25 @@ def test_errors(tmp_path):
         read_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="names: unknown value 'gguf'"):
         tensor_names(0, "gguf")
+
+
+
+@st.composite
+def layers(draw):
+    E, hb, ib = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    H, I = 32 * hb, 32 * ib
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    rng = np.random.default_rng(seed)
+    u8 = lambda *s: rng.integers(0, 256, s, dtype=np.uint8)
+    bias = draw(st.booleans())
+    b = lambda *s: _bf16_exact(rng, s) if bias else None
+    return MoEWeights(u8(E, 2 * I, H // 2), u8(E, 2 * I, H // 32), u8(E, H, I // 2), u8(E, H, I // 32),
+                      b(E, 2 * I), b(E, H), gate_up=draw(st.sampled_from(["interleaved", "concatenated"])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(w=layers(), layer=st.integers(0, 99), names=st.sampled_from(["hf", "original"]))
+def test_tensor_round_trip_property(w, layer, names):
+    t = to_checkpoint_tensors(w, layer, names=names)
+    assert set(t) == {v for f, v in tensor_names(layer, names).items() if getattr(w, f) is not None}
+    _same(from_checkpoint_tensors(t, layer, gate_up=w.gate_up), w)

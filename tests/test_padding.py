@@ -2,6 +2,7 @@
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mxfp4ref.moe.configs import CONFIGS, MoEConfig, get_config
 from mxfp4ref.moe.padding import (Mxfp4Backend, pad_for_backend, pad_hidden_states, pad_weights,
@@ -207,3 +208,25 @@ def test_padding_equality_is_not_vacuous():
     w2[:, :, 160 // 2] = 0x22                              # codes 1.0, 1.0 in W2 columns 160, 161
     s2[:, :, 160 // 32] = 127                              # their block's scale 2**0
     assert not np.array_equal(run(MoEWeights(p.w13_weight, p.w13_weight_scale, w2, s2, b13, p.w2_bias)), ref)
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(hb=st.integers(1, 3), ib=st.integers(1, 3), dh=st.integers(0, 3), di=st.integers(0, 3),
+       seed=st.integers(0, 2 ** 32 - 1), gate_up=st.sampled_from(["interleaved", "concatenated"]))
+def test_pad_then_crop_is_identity_property(hb, ib, dh, di, seed, gate_up):
+    w = _layer(gate_up, E=2, H=32 * hb, I=32 * ib, seed=seed)
+    H, I, Hp, Ip = 32 * hb, 32 * ib, 32 * (hb + dh), 32 * (ib + di)
+    p = pad_weights(w, Hp, Ip)
+    pg, pu = p.gate_up_indices()
+    g, u = w.gate_up_indices()
+    rows = np.empty(2 * I, np.int64)
+    rows[g], rows[u] = pg[:I], pu[:I]                      # where each original w13 row went
+    assert np.array_equal(p.w13_weight[:, rows, :H // 2], w.w13_weight)
+    assert np.array_equal(p.w13_weight_scale[:, rows, :H // 32], w.w13_weight_scale)
+    assert np.array_equal(p.w13_bias[:, rows], w.w13_bias)
+    assert np.array_equal(p.w2_weight[:, :H, :I // 2], w.w2_weight)
+    assert np.array_equal(p.w2_weight_scale[:, :H, :I // 32], w.w2_weight_scale)
+    # everything else is zero: total bytes add up
+    assert int(np.count_nonzero(p.w13_weight)) == int(np.count_nonzero(w.w13_weight))
+    assert int(np.count_nonzero(p.w2_weight_scale)) == int(np.count_nonzero(w.w2_weight_scale))

@@ -4,6 +4,7 @@ import functools
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mxfp4ref.moe.forward import fused_moe
 from mxfp4ref.moe.random_weights import random_moe_weights
@@ -185,3 +186,24 @@ def test_every_padded_backend_buffer_holds_a_tp_shard():
                 if padding_multiples(b)[1] >= 32:
                     assert padded_sizes(b, 2880, I_ // tp)[1] >= P, (b, I_, tp)
     assert padded_sizes("b12x-mxfp4-bf16", 2880, 720)[1] < tp_channel_range(2880, 4, 0)[2]   # 720 < 736
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(blocks=st.integers(1, 12), tp=st.integers(1, 16), seed=st.integers(0, 2 ** 32 - 1),
+       gate_up=st.sampled_from(["interleaved", "concatenated"]))
+def test_tp_shards_partition_the_channels_property(blocks, tp, seed, gate_up):
+    """Concatenating the ranks' owned channels (pad=False) gives back the layer, for any I and tp."""
+    I_ = 32 * blocks
+    rng = np.random.default_rng(seed)
+    u8 = lambda *s: rng.integers(0, 256, s, dtype=np.uint8)
+    w = MoEWeights(u8(2, 2 * I_, 16), u8(2, 2 * I_, 1), u8(2, 32, I_ // 2), u8(2, 32, I_ // 32),
+                   rng.standard_normal((2, 2 * I_)).astype(np.float32), None, gate_up=gate_up)
+    owned = [r for r in range(tp) if tp_channel_range(I_, tp, r)[1] > tp_channel_range(I_, tp, r)[0]]
+    parts = [shard_tensor_parallel(w, tp, r, pad=False).with_gate_up("interleaved") for r in owned]
+    full = w.with_gate_up("interleaved")
+    for f in ("w13_weight", "w13_weight_scale", "w13_bias"):
+        assert np.array_equal(np.concatenate([getattr(p, f) for p in parts], axis=1), getattr(full, f))
+    for f in ("w2_weight", "w2_weight_scale"):
+        assert np.array_equal(np.concatenate([getattr(p, f) for p in parts], axis=2), getattr(full, f))
+    assert all(p.intermediate_size == tp_channel_range(I_, tp, 0)[2] for p in parts[:-1])
