@@ -185,3 +185,13 @@ def test_offset_map_agrees_with_to_kernel_layout():
         kw = to_kernel_layout(w, backend)
         where = offset_map(backend, "w13_weight_scale", H, I)
         assert np.array_equal(kw.w13_weight_scale.reshape(-1)[where], w.w13_weight_scale[0])
+
+
+@pytest.mark.slow
+def test_spec_chapter_examples():
+    """spec/30-layouts.md's >>> examples run and print what the text says (doctest)."""
+    import doctest
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parent.parent / "spec" / "30-layouts.md"
+    result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 10
