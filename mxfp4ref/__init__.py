@@ -14,8 +14,8 @@ from .moe.weights import MoEWeights
 from .moe import (CONFIGS, MoEConfig, pad_hidden_states, pad_weights, padded_sizes, random_moe_weights,
                   read_checkpoint, shard_expert_parallel, shard_tensor_parallel, unpad_output,
                   write_checkpoint)
-from .moe import (align_block_size, fused_moe, gelu_and_mul, make_expert_map, route, silu_and_mul,
-                  swigluoai)
+from .moe import (align_block_size, check_within_bound, error_bound, fused_moe, gelu_and_mul,
+                  make_expert_map, route, silu_and_mul, swigluoai)
 from .golden import Report, check
 
 __version__ = "0.1.0"

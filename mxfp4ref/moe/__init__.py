@@ -15,3 +15,4 @@ from .routing import Order, Placement, Scoring, make_expert_map, route
 from .align import align_block_size
 from .activations import Activation, gelu_and_mul, silu_and_mul, swigluoai
 from .forward import MoEIntermediates, Pipeline, fused_moe
+from .error_bound import BoundCheck, KernelModel, check_within_bound, error_bound
