@@ -151,3 +151,6 @@ def read_checkpoint(path, layer: int = 0, *, names=None, gate_up: str = "interle
             for key in wanted.intersection(handle.keys()):
                 tensors[key] = handle.get_tensor(key)
     return from_checkpoint_tensors(tensors, layer, names=names, gate_up=gate_up)
+
+
+read_moe_weights = read_checkpoint      # the name mxfp4ref.golden uses
