@@ -112,6 +112,11 @@ def test_bad_w13_shape(shape, words):
         MoEWeights(np.zeros(shape, np.uint8), None, None, None)
 
 
+def test_w13_not_an_array():
+    with pytest.raises(TypeError, match="MoEWeights.w13_weight: expected a numpy.ndarray, got list"):
+        MoEWeights([[0]], None, None, None)
+
+
 def test_expert_index_checked():
     w = _layer()
     with pytest.raises(ValueError, match=r"\[0, 3\), got 3"):

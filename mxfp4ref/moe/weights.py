@@ -99,9 +99,10 @@ class MoEWeights:
         check_choice(self.gate_up, "MoEWeights.gate_up", [m.value for m in GateUpLayout])
         object.__setattr__(self, "gate_up", GateUpLayout(self.gate_up))
         w13 = self.w13_weight
-        if not isinstance(w13, np.ndarray) or w13.ndim != 3:
-            got = f"shape {w13.shape}" if isinstance(w13, np.ndarray) else type(w13).__name__
-            raise ValueError(f"MoEWeights.w13_weight: expected a 3-D array (E, 2I, H/2), got {got}")
+        if not isinstance(w13, np.ndarray):
+            raise TypeError(f"MoEWeights.w13_weight: expected a numpy.ndarray, got {type(w13).__name__}")
+        if w13.ndim != 3:
+            raise ValueError(f"MoEWeights.w13_weight: expected a 3-D array (E, 2I, H/2), got shape {w13.shape}")
         E, two_i, half_h = w13.shape
         H = 2 * half_h
         if E < 1:
