@@ -62,12 +62,11 @@ def arange_padded(shape: tuple, padded: tuple) -> np.ndarray:
 
 
 def gather(src: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Kernel buffer from a source array: ``out[p] = src.flat[idx[p]]`` or 0 where ``idx[p] == PAD``."""
-    flat = np.ascontiguousarray(src).reshape(-1)
-    out = np.zeros(idx.shape, dtype=src.dtype)
-    real = idx != PAD
-    out[real] = flat[idx[real]]
-    return out
+    """Kernel buffer from a source array: ``out[p] = src.flat[idx[p]]`` or 0 where ``idx[p] == PAD``.
+
+    One zero is appended to the flattened source, so that PAD (-1) indexes it: a single ``take``."""
+    flat = np.append(np.ascontiguousarray(src).reshape(-1), np.zeros(1, src.dtype))
+    return flat[idx]
 
 
 def scatter(out: np.ndarray, idx: np.ndarray, shape: tuple, dtype, what: str) -> np.ndarray:
@@ -78,15 +77,15 @@ def scatter(out: np.ndarray, idx: np.ndarray, shape: tuple, dtype, what: str) ->
         raise TypeError(f"{what}: expected dtype {np.dtype(dtype)}, got {out.dtype}")
     if out.shape != idx.shape:
         raise ValueError(f"{what}: expected shape {idx.shape}, got {out.shape}")
-    real = idx != PAD
+    pad = idx == PAD
     bits = out.view(f"u{out.dtype.itemsize}")                      # compare bytes: -0.0 is not padding
-    if np.any(bits[~real] != 0):
-        bad = int(np.flatnonzero(~real & (bits != 0))[0])
+    if np.any(bits[pad] != 0):
+        bad = int(np.flatnonzero(pad & (bits != 0))[0])
         raise ValueError(f"{what}: padding byte at flat offset {bad} is {bits.reshape(-1)[bad]:#x}, "
                          f"expected 0 (not a buffer produced by to_kernel_layout)")
-    src = np.empty(int(np.prod(shape)), dtype=out.dtype)
-    src[idx[real]] = out[real]
-    return src.reshape(shape)
+    src = np.empty(int(np.prod(shape)) + 1, dtype=out.dtype)       # the extra slot absorbs PAD writes
+    src[idx] = out
+    return src[:-1].reshape(shape)
 
 
 def check_multiple(value: int, multiple: int, backend: str, what: str, hint: str = "") -> None:
