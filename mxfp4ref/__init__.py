@@ -10,6 +10,7 @@ from .scales import ScaleRule
 from .config import QuantConfig
 from .quantize import MXFP4Tensor, quantize, dequantize
 from .presets import PRESETS, Preset
+from .mxfp8 import MXFP8Tensor, dequantize_mxfp8, quantize_mxfp8
 from .moe.weights import MoEWeights
 from .moe import (CONFIGS, MoEConfig, pad_hidden_states, pad_weights, padded_sizes, random_moe_weights,
                   read_checkpoint, shard_expert_parallel, shard_tensor_parallel, unpad_output,
