@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _moe_layers import byte_layer
 from mxfp4ref.moe.checkpoint import (from_checkpoint_tensors, read_checkpoint, tensor_names,
                                      to_checkpoint_tensors, write_checkpoint)
 from mxfp4ref.moe.weights import MoEWeights
@@ -30,16 +31,8 @@ def gpt_oss_decode(blocks, scales):
     return out.reshape(*prefix, G * 2 * B)
 
 
-def _bf16_exact(rng, shape):
-    return rng.standard_normal(shape).astype(ml_dtypes.bfloat16).astype(np.float32)
-
-
-def _layer(seed, bias=True, scale_lo=0, scale_hi=255):
-    rng = np.random.default_rng(seed)
-    u8 = lambda *s: rng.integers(0, 256, s, dtype=np.uint8)
-    sc = lambda *s: rng.integers(scale_lo, scale_hi, s, dtype=np.uint8)
-    return MoEWeights(u8(E, 2 * I, H // 2), sc(E, 2 * I, H // 32), u8(E, H, I // 2), sc(E, H, I // 32),
-                      _bf16_exact(rng, (E, 2 * I)) if bias else None, _bf16_exact(rng, (E, H)) if bias else None)
+def _layer(seed, bias=True):
+    return byte_layer(E, H, I, seed=seed, bias=bias, codes=(0, 256), scales=(0, 255))   # no 0xFF scale
 
 
 def _same(a: MoEWeights, b: MoEWeights):
@@ -164,15 +157,10 @@ def test_errors(tmp_path):
 
 @st.composite
 def layers(draw):
-    E, hb, ib = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H, I = 32 * hb, 32 * ib
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    rng = np.random.default_rng(seed)
-    u8 = lambda *s: rng.integers(0, 256, s, dtype=np.uint8)
-    bias = draw(st.booleans())
-    b = lambda *s: _bf16_exact(rng, s) if bias else None
-    return MoEWeights(u8(E, 2 * I, H // 2), u8(E, 2 * I, H // 32), u8(E, H, I // 2), u8(E, H, I // 32),
-                      b(E, 2 * I), b(E, H), gate_up=draw(st.sampled_from(["interleaved", "concatenated"])))
+    E, H, I = draw(st.integers(1, 3)), 32 * draw(st.integers(1, 3)), 32 * draw(st.integers(1, 3))
+    return byte_layer(E, H, I, seed=draw(st.integers(0, 2 ** 32 - 1)), bias=draw(st.booleans()),
+                      gate_up=draw(st.sampled_from(["interleaved", "concatenated"])), codes=(0, 256),
+                      scales=(0, 256))
 
 
 @settings(max_examples=40, deadline=None)

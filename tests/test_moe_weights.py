@@ -5,6 +5,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from _moe_layers import byte_layer
 from mxfp4ref import MoEWeights, quantize, random_moe_weights
 from mxfp4ref.moe.random_weights import row_magnitudes, unit_normalish
 
@@ -16,16 +17,7 @@ def _bytes(rng, shape):
 
 
 def _layer(seed=0, bias=True, gate_up="interleaved"):
-    rng = np.random.default_rng(seed)
-    return MoEWeights(
-        w13_weight=_bytes(rng, (E, 2 * I, H // 2)),
-        w13_weight_scale=rng.integers(100, 150, (E, 2 * I, H // 32), dtype=np.uint8),
-        w2_weight=_bytes(rng, (E, H, I // 2)),
-        w2_weight_scale=rng.integers(100, 150, (E, H, I // 32), dtype=np.uint8),
-        w13_bias=rng.standard_normal((E, 2 * I)).astype(np.float32) if bias else None,
-        w2_bias=rng.standard_normal((E, H)).astype(np.float32) if bias else None,
-        gate_up=gate_up,
-    )
+    return byte_layer(E, H, I, seed=seed, bias=bias, gate_up=gate_up, codes=(0, 256))
 
 
 def _oracle_dequant(packed, scales):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _moe_layers import byte_layer
 from mxfp4ref.moe.configs import CONFIGS, MoEConfig, get_config
 from mxfp4ref.moe.padding import (Mxfp4Backend, pad_for_backend, pad_hidden_states, pad_weights,
                                   padded_sizes, padding_multiples, unpad_output)
@@ -84,12 +85,7 @@ def test_configs_as_data():
 
 
 def _layer(gate_up, E=2, H=64, I=96, seed=0):
-    rng = np.random.default_rng(seed)
-    u8 = lambda *s: rng.integers(1, 256, s, dtype=np.uint8)
-    sc = lambda *s: rng.integers(110, 140, s, dtype=np.uint8)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
-    return MoEWeights(u8(E, 2 * I, H // 2), sc(E, 2 * I, H // 32), u8(E, H, I // 2), sc(E, H, I // 32),
-                      f32(E, 2 * I), f32(E, H), gate_up=gate_up)
+    return byte_layer(E, H, I, seed=seed, gate_up=gate_up)
 
 
 @pytest.mark.parametrize("gate_up", ["interleaved", "concatenated"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _moe_layers import byte_layer
 from mxfp4ref.moe.forward import fused_moe
 from mxfp4ref.moe.random_weights import random_moe_weights
 from mxfp4ref.moe.routing import make_expert_map, route
@@ -16,12 +17,7 @@ E, H, I = 4, 64, 160                        # I/32 = 5 blocks: uneven for tp = 2
 
 
 def _layer(seed=0, gate_up="interleaved"):
-    rng = np.random.default_rng(seed)
-    u8 = lambda *s: rng.integers(1, 256, s, dtype=np.uint8)
-    sc = lambda *s: rng.integers(100, 150, s, dtype=np.uint8)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
-    return MoEWeights(u8(E, 2 * I, H // 2), sc(E, 2 * I, H // 32), u8(E, H, I // 2), sc(E, H, I // 32),
-                      f32(E, 2 * I), f32(E, H), gate_up=gate_up)
+    return byte_layer(E, H, I, seed=seed, gate_up=gate_up)
 
 
 def test_gpt_oss_channel_ranges():
