@@ -195,3 +195,84 @@ def test_spec_chapter_examples():
     path = pathlib.Path(__file__).resolve().parent.parent / "spec" / "30-layouts.md"
     result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 10
+
+
+# ---- the closed-form rules written in the module docstrings / spec/30, checked element by element ----
+def _offsets(backend, tensor, H, I):
+    from mxfp4ref.layouts.explain import offset_map
+    return offset_map(backend, tensor, H, I)
+
+
+def test_triton_hopper_value_formula():
+    H, I = 128, 64                                   # N = 2I = 128 rows, K/2 = 64 bytes (pads nothing)
+    where = _offsets("triton-hopper", "w13_weight", H, I)
+    row_len = 4 * 64                                 # 4 * Kbp
+    for m in range(2 * I):
+        for kb in range(H // 2):
+            r0, w0, t0, s0 = m // 16, (m % 16) // 8, (m % 8) // 2, m % 2
+            r1, kt, w1, t1 = kb // 32, (kb % 32) // 8, (kb % 8) // 4, kb % 4
+            row, col = 4 * r0 + t0, 128 * r1 + 64 * s0 + 16 * t1 + 4 * kt + 2 * w1 + w0
+            assert where[m, kb] == row * row_len + col
+
+
+def test_triton_hopper_scale_formula_with_k_group_padding():
+    H, I = 96, 160                                   # w2: N = 96 rows, G = 5 groups -> padded to 8
+    where = _offsets("triton-hopper", "w2_weight_scale", H, I)
+    Gp = 8
+    for m in range(H):
+        for g in range(I // 32):
+            a, b, w, c, d = m // 256, (m % 256) // 128, (m % 128) // 16, (m % 16) // 8, m % 8
+            k, f = g // 2, g % 2
+            assert where[m, g] == (8 * a + w) * 32 * Gp + 64 * k + 32 * b + 4 * d + 2 * f + c
+
+
+@pytest.mark.parametrize("backend,H,I", [("triton-blackwell", 96, 320), ("flashinfer-trtllm", 256, 256)])
+def test_128x4_scale_tile_formula(backend, H, I):
+    where = _offsets(backend, "w2_weight_scale", H, I)      # N = H rows, G = I/32 groups
+    G = I // 32
+    Gp = -(-G // 8) * 8 if backend == "triton-blackwell" else G
+    rows = np.arange(H)
+    if backend == "flashinfer-trtllm":                       # row shuffle first: row r moves to p
+        p = np.empty(H, np.int64)
+        p[np.arange(H) // 32 * 32 + (np.arange(H) % 8) * 4 + (np.arange(H) % 32) // 8] = np.arange(H)
+        rows = p
+    for m in range(H):
+        q = rows[m]
+        for g in range(G):
+            want = ((q // 128) * (Gp // 4) + g // 4) * 512 + 16 * (q % 32) + 4 * ((q % 128) // 32) + g % 4
+            assert where[m, g] == want, (m, g)
+
+
+def test_trtllm_w13_rows_pair_swap_then_shuffle():
+    where = _offsets("flashinfer-trtllm", "w13_bias", 128, 128)   # a bias shows the row order alone
+    for r in range(256):
+        s = r ^ 1                                                 # gate j <-> up j
+        assert where[r] == s // 32 * 32 + (s % 4) * 8 + (s % 32) // 4
+
+
+def test_cutlass_sm90_scale_fold_formula():
+    H, I = 256, 128
+    where = _offsets("flashinfer-cutlass-sm90", "w13_weight_scale", H, I)   # rows [up; gate]
+    G = H // 32
+    for r in range(2 * I):
+        new = r // 2 + (0 if r % 2 else I)                        # up j -> j, gate j -> I + j
+        for g in range(G):
+            m64, q, f, b, t = new // 64, (new % 64) // 16, new % 16, g // 4, g % 4
+            assert where[r, g] == ((m64 * (G // 4) + b) * 16 + f) * 16 + 4 * q + t
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_round_trip_property(backend):
+    """hypothesis: any bytes, any accepted shape, either gate/up layout, with or without bias."""
+    hyp = pytest.importorskip("hypothesis")
+    st = hyp.strategies
+    shapes = shapes_for(backend)
+
+    @hyp.settings(max_examples=15, deadline=None)
+    @hyp.given(shape=st.sampled_from(shapes), seed=st.integers(0, 2**32 - 1),
+               gate_up=st.sampled_from(["interleaved", "concatenated"]), bias=st.booleans())
+    def run(shape, seed, gate_up, bias):
+        w = random_weights(*shape, seed=seed, bias=bias, gate_up=gate_up)
+        assert_same(from_kernel_layout(to_kernel_layout(w, backend)), w)
+
+    run()
