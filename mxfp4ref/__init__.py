@@ -18,5 +18,6 @@ from .moe import (CONFIGS, MoEConfig, pad_hidden_states, pad_weights, padded_siz
 from .moe import (align_block_size, check_within_bound, error_bound, fused_moe, gelu_and_mul,
                   make_expert_map, route, silu_and_mul, swigluoai)
 from .golden import Report, check
+from .layouts import KernelWeights, from_kernel_layout, to_kernel_layout
 
 __version__ = "0.1.0"
