@@ -66,11 +66,12 @@ def test_round_trip_gpt_oss_shape(backend):
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_index_maps_are_permutations_plus_padding(backend):
-    E, H, I = shapes_for(backend)[1]
+    _, H, I = shapes_for(backend)[1]
+    E = 1                                                               # maps are per expert
     sizes = {"w13_weight": E * 2 * I * H // 2, "w13_weight_scale": E * 2 * I * H // 32,
              "w2_weight": E * H * I // 2, "w2_weight_scale": E * H * I // 32,
              "w13_bias": E * 2 * I, "w2_bias": E * H}
-    for name, p in get_plan(backend, E, H, I).items():
+    for name, p in get_plan(backend, H, I).items():
         real = np.sort(p.idx[p.idx != PAD])
         n = sizes[name] * (2 if p.unit == "code" else 1)
         assert np.array_equal(real, np.arange(n)), name
@@ -85,6 +86,8 @@ def test_permutation_cache_is_built_once_per_backend_and_shape():
     first = {k: PERMUTE_CACHE[k] for k in keys}
     to_kernel_layout(random_weights(2, 96, 64, seed=3), "triton-hopper")
     assert set(PERMUTE_CACHE) == keys and all(PERMUTE_CACHE[k] is first[k] for k in keys)
+    to_kernel_layout(random_weights(5, 96, 64), "triton-hopper")      # more experts: same maps
+    assert set(PERMUTE_CACHE) == keys
     to_kernel_layout(random_weights(2, 160, 64), "triton-hopper")     # a new shape adds entries
     assert len(PERMUTE_CACHE) > len(keys)
     with pytest.raises(ValueError):
@@ -121,7 +124,7 @@ def test_unknown_backend_is_a_clear_error():
 def test_nonzero_padding_is_rejected():
     kw = to_kernel_layout(random_weights(1, 32, 32), "triton-hopper")
     buf = kw.w2_weight_scale.copy()
-    idx = get_plan("triton-hopper", 1, 32, 32)["w2_weight_scale"].idx
+    idx = get_plan("triton-hopper", 32, 32)["w2_weight_scale"].idx
     buf[idx == PAD] = 0
     buf.reshape(-1)[np.flatnonzero(idx == PAD)[0]] = 0xFF          # a dirty padding byte (vLLM #47303)
     bad = KernelWeights(kw.backend, kw.w13_weight, kw.w13_weight_scale, kw.w2_weight, buf,

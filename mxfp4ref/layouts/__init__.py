@@ -3,7 +3,8 @@
     to_kernel_layout(weights, backend) -> KernelWeights      (what the kernel reads, byte for byte)
     from_kernel_layout(kernel_weights) -> MoEWeights          (the exact inverse)
 
-One module per backend, each exposing ``plan(E, H, I) -> {tensor name: TensorPlan}`` (see _core.py):
+One module per backend, each exposing ``plan(E, H, I) -> {tensor name: TensorPlan}`` (called with
+E = 1: maps are per expert, see _core.py) and optionally ``check_shapes(H, I)``:
 strided, triton_hopper, triton_blackwell, flashinfer_trtllm, flashinfer_cutlass, marlin.
 Every vLLM conversion starts from gpt-oss' interleaved gate/up rows, so weights with concatenated
 gate/up are first reordered to interleaved (and reordered back by ``from_kernel_layout``).
@@ -38,14 +39,14 @@ def _backend_module(backend):
     return BACKENDS[backend]
 
 
-def get_plan(backend: str, E: int, H: int, I: int) -> dict[str, TensorPlan]:
-    """The backend's TensorPlans for a layer of E experts, hidden H, intermediate I.
+def get_plan(backend: str, H: int, I: int) -> dict[str, TensorPlan]:
+    """The backend's per-expert TensorPlans for hidden size H, intermediate size I.
 
     Raises ValueError naming the constraint when the backend cannot take these shapes."""
     module = _backend_module(backend)
     if hasattr(module, "check_shapes"):
-        module.check_shapes(E, H, I)
-    return module.plan(E, H, I)
+        module.check_shapes(H, I)
+    return module.plan(1, H, I)
 
 
 def _source_array(w: MoEWeights, name: str, unit: str) -> np.ndarray:
@@ -59,7 +60,7 @@ def to_kernel_layout(weights: MoEWeights, backend: str) -> KernelWeights:
         raise TypeError(f"weights: expected a MoEWeights, got {type(weights).__name__}")
     module = _backend_module(backend)
     E, H, I = weights.num_experts, weights.hidden_size, weights.intermediate_size
-    plans = get_plan(backend, E, H, I)
+    plans = get_plan(backend, H, I)
     w = weights.with_gate_up("interleaved")
     out = {}
     for name in TENSORS:
@@ -68,7 +69,8 @@ def to_kernel_layout(weights: MoEWeights, backend: str) -> KernelWeights:
             out[name] = None
             continue
         p = plans[name]
-        buf = gather(_source_array(w, name, p.unit), p.idx)
+        src = _source_array(w, name, p.unit)
+        buf = np.concatenate([gather(src[e], p.idx) for e in range(E)], axis=p.expert_axis)
         out[name] = p.encode(buf) if p.encode else buf
     source = dict(E=E, H=H, I=I, gate_up=weights.gate_up.value,
                   has_w13_bias=weights.w13_bias is not None, has_w2_bias=weights.w2_bias is not None)
@@ -83,7 +85,7 @@ def from_kernel_layout(kernel_weights: KernelWeights) -> MoEWeights:
     kw = kernel_weights
     src = kw.source
     E, H, I = src["E"], src["H"], src["I"]
-    plans = get_plan(kw.backend, E, H, I)
+    plans = get_plan(kw.backend, H, I)
     logical = {"w13_weight": ((E, 2 * I, H // 2), np.uint8), "w13_weight_scale": ((E, 2 * I, H // 32), np.uint8),
                "w2_weight": ((E, H, I // 2), np.uint8), "w2_weight_scale": ((E, H, I // 32), np.uint8),
                "w13_bias": ((E, 2 * I), np.float32), "w2_bias": ((E, H), np.float32)}
@@ -99,12 +101,18 @@ def from_kernel_layout(kernel_weights: KernelWeights) -> MoEWeights:
             continue
         p = plans[name]
         shape, dtype = logical[name]
+        what = f"kernel_weights.{name}"
+        if not isinstance(buf, np.ndarray):
+            raise TypeError(f"{what}: expected a numpy.ndarray, got {type(buf).__name__}")
         if p.decode:
             buf = p.decode(buf)
+        if buf.shape != p.buffer_shape(E):
+            raise ValueError(f"{what}: expected shape {p.buffer_shape(E)}, got {buf.shape}")
+        one = (1,) + shape[1:-1] + (shape[-1] * (2 if p.unit == "code" else 1),)   # one expert's source
+        experts = [scatter(b, p.idx, one, np.uint8 if p.unit == "code" else dtype, what)
+                   for b in np.split(buf, E, axis=p.expert_axis)]
+        arrays[name] = np.concatenate(experts, axis=0)
         if p.unit == "code":
-            codes = scatter(buf, p.idx, shape[:-1] + (2 * shape[-1],), np.uint8, f"kernel_weights.{name}")
-            arrays[name] = pack_fp4(codes, axis=-1)
-        else:
-            arrays[name] = scatter(buf, p.idx, shape, dtype, f"kernel_weights.{name}")
+            arrays[name] = pack_fp4(arrays[name], axis=-1)
     w = MoEWeights(**arrays, gate_up="interleaved")
     return w.with_gate_up(src["gate_up"])

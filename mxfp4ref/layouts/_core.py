@@ -12,9 +12,12 @@ Because an index map is a permutation of the source plus padding, the scatter is
 and ``from_kernel`` can *check* its input: a padding position holding a non-zero byte is an error
 (those bytes are not the image of any MoEWeights; a kernel would read them, see vLLM #47303).
 
-Index maps depend only on the backend and the shapes, so they are built once (by running the
-layout's own reshape/transpose recipe on ``np.arange``) and cached in ``PERMUTE_CACHE`` -- the same
-idea as vLLM's ``_cache_permute_indices`` dict, which memoises flashinfer's row permutations.
+Every layout treats the experts alike, so an index map is built for **one expert** (a leading
+expert axis of size 1) and applied to each expert in turn; the experts' buffers are concatenated along
+``TensorPlan.expert_axis``. A map depends only on the backend and the per-expert shapes, so it is built
+once (by running the layout's own reshape/transpose recipe on ``np.arange``) and cached in
+``PERMUTE_CACHE`` -- the same idea as vLLM's ``_cache_permute_indices`` dict, which memoises
+flashinfer's per-expert row permutations.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ PAD = -1
 TENSORS = ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale", "w13_bias", "w2_bias")
 
 PERMUTE_CACHE: dict[tuple, np.ndarray] = {}
-"""(backend, tensor, *shape params) -> read-only int64 index map. Visible and testable on purpose."""
+"""(backend, tensor, N, K) -> read-only int64 index map of one expert. Visible and testable on purpose."""
 
 
 def cached_index_map(key: tuple, build: Callable[[], np.ndarray]) -> np.ndarray:
@@ -99,12 +102,15 @@ def check_multiple(value: int, multiple: int, backend: str, what: str, hint: str
 class TensorPlan:
     """How one MoEWeights tensor becomes one kernel buffer.
 
-    idx:     int64 index map shaped like the buffer (before ``encode``), entries index ``src``
+    idx:     int64 index map of ONE expert, shaped like its buffer (before ``encode``) with a
+             leading expert axis of size 1; entries index that expert's ``src``
     unit:    "byte" (the tensor as stored), "code" (4-bit codes unpacked along the last axis, for
              layouts that move single nibbles) or "element" (biases)
     encode:  optional exact, invertible re-encoding of the gathered buffer (bit twiddle, dtype)
     decode:  its inverse
     view:    one line: how the kernel indexes the buffer
+    expert_axis: the axis along which the experts' buffers are concatenated (0 for all but the
+             Blackwell scale layout, whose buffer is (1, E*Np/128, ...))
     """
 
     idx: np.ndarray
@@ -112,6 +118,13 @@ class TensorPlan:
     encode: Callable[[np.ndarray], np.ndarray] | None = None
     decode: Callable[[np.ndarray], np.ndarray] | None = None
     view: str = ""
+    expert_axis: int = 0
+
+    def buffer_shape(self, E: int) -> tuple:
+        """Shape of the whole layer's buffer (E experts), before ``encode``."""
+        shape = list(self.idx.shape)
+        shape[self.expert_axis] *= E
+        return tuple(shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,16 +168,16 @@ def float32_bias_plans(E: int, H: int, I: int) -> dict[str, TensorPlan]:
 
 
 def weight_scale_plans(backend: str, E: int, H: int, I: int, value_map, scale_map, value_view: str,
-                       scale_view: str, **value_plan) -> dict[str, TensorPlan]:
+                       scale_view: str, scale_plan: dict | None = None, **value_plan) -> dict[str, TensorPlan]:
     """Plans for w13/w2 weights and scales from two index-map recipes, each taking (E, N, cols):
     ``value_map(E, N, K/2)`` and ``scale_map(E, N, K/32)``; N = 2I, K = H for w13 and N = H, K = I
-    for w2. Maps are cached under (backend, tensor, E, N, K)."""
+    for w2. Maps are cached under (backend, tensor, N, K)."""
     plans = {}
     for name, N, K in (("w13", 2 * I, H), ("w2", H, I)):
-        vidx = cached_index_map((backend, name + "_weight", E, N, K), lambda: value_map(E, N, K // 2))
-        sidx = cached_index_map((backend, name + "_weight_scale", E, N, K), lambda: scale_map(E, N, K // 32))
+        vidx = cached_index_map((backend, name + "_weight", N, K), lambda: value_map(E, N, K // 2))
+        sidx = cached_index_map((backend, name + "_weight_scale", N, K), lambda: scale_map(E, N, K // 32))
         plans[name + "_weight"] = TensorPlan(vidx, view=value_view, **value_plan)
-        plans[name + "_weight_scale"] = TensorPlan(sidx, view=scale_view)
+        plans[name + "_weight_scale"] = TensorPlan(sidx, view=scale_view, **(scale_plan or {}))
     return plans
 
 

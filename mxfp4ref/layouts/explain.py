@@ -29,7 +29,7 @@ def offset_map(backend: str, tensor: str, H: int | None = None, I: int | None = 
     if backend not in BACKENDS:
         raise ValueError(f"backend: unknown value {backend!r}; expected one of {sorted(BACKENDS)}")
     H, I = (H, I) if H and I else TINY.get(backend, DEFAULT_TINY)
-    p = get_plan(backend, 1, H, I)[tensor]
+    p = get_plan(backend, H, I)[tensor]
     shape = LOGICAL[tensor](H, I)
     if p.unit == "code":
         shape = shape[:-1] + (2 * shape[-1],)
@@ -48,7 +48,7 @@ def explain_layout(backend: str, tensor: str = "w13_weight", rows: int = 8, cols
                    H: int | None = None, I: int | None = None) -> str:
     """Text drawing: the buffer offset of logical [row, col] for the top-left rows x cols window."""
     H, I = (H, I) if H and I else TINY.get(backend, DEFAULT_TINY)
-    p = get_plan(backend, 1, H, I)[tensor]
+    p = get_plan(backend, H, I)[tensor]
     where = offset_map(backend, tensor, H, I)
     kind = {"code": "4-bit code", "element": "element"}.get(p.unit, "byte")
     lines = [f"{backend}: {tensor} of a layer E=1, H={H}, I={I}",

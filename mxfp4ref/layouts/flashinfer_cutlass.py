@@ -31,7 +31,7 @@ TEST_SHAPES = [(1, 128, 128), (3, 256, 128), (2, 128, 384)]
 GPT_OSS_SHAPE = (2944, 2944)          # (H, I) after vLLM's CUTLASS padding of 2880
 
 
-def check_shapes(E: int, H: int, I: int) -> None:
+def check_shapes(H: int, I: int) -> None:
     hint = "pad the weights first (vLLM pads gpt-oss to H=I=2944)"
     check_multiple(H, 128, NAME, "hidden_size H (w13 scale groups fold 128 K; w2 rows fold by 64)", hint)
     check_multiple(I, 128, NAME, "intermediate_size I (w2 scale groups fold 128 K)", hint)
@@ -66,8 +66,8 @@ def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
     plans = {}
     for name, N, K in (("w13", 2 * I, H), ("w2", H, I)):
         rows = up_gate_rows(I) if name == "w13" else np.arange(N, dtype=np.int64)
-        w = cached_index_map((NAME, name + "_weight", E, N, K), lambda: weight_index_map(E, N, K // 2, rows))
-        s = cached_index_map((NAME, name + "_weight_scale", E, N, K), lambda: scale_index_map(E, N, K // 32, rows))
+        w = cached_index_map((NAME, name + "_weight", N, K), lambda: weight_index_map(E, N, K // 2, rows))
+        s = cached_index_map((NAME, name + "_weight_scale", N, K), lambda: scale_index_map(E, N, K // 32, rows))
         order = "rows [up; gate], " if name == "w13" else ""
         plans[name + "_weight"] = TensorPlan(w, encode=twiddle, decode=untwiddle,
                                              view=f"(E, N, K/2) uint8, {order}16x32-byte tiles, bit-twiddled words")

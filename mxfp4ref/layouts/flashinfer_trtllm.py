@@ -30,7 +30,7 @@ TEST_SHAPES = [(1, 128, 128), (3, 256, 128), (2, 128, 384)]
 GPT_OSS_SHAPE = (3072, 2944)          # (H, I) after vLLM's TRTLLM padding of 2880
 
 
-def check_shapes(E: int, H: int, I: int) -> None:
+def check_shapes(H: int, I: int) -> None:
     hint = "pad the weights first (vLLM pads gpt-oss to H=3072, I=2944)"
     check_multiple(H, 128, NAME, "hidden_size H (w2 rows and w13 scale K-groups*32*4)", hint)
     check_multiple(I, 128, NAME, "intermediate_size I (w2 scale K-groups*32*4)", hint)
@@ -69,9 +69,9 @@ def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
     plans = {}
     for name, N, K in (("w13", 2 * I, H), ("w2", H, I)):
         rows = cached_index_map((NAME, name + "_rows", N), lambda: _rows(name, N))
-        w = cached_index_map((NAME, name + "_weight", E, N, K),
+        w = cached_index_map((NAME, name + "_weight", N, K),
                              lambda: identity_index_map((E, N, K // 2))[:, rows, :])
-        s = cached_index_map((NAME, name + "_weight_scale", E, N, K),
+        s = cached_index_map((NAME, name + "_weight_scale", N, K),
                              lambda: interleave_128x4(identity_index_map((E, N, K // 32))[:, rows, :]))
         b = identity_index_map((E, N))[:, rows]
         swap = "pair-swapped ([up_j, gate_j]) then " if name == "w13" else ""

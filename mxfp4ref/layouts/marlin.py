@@ -35,7 +35,7 @@ TEST_SHAPES = [(1, 64, 32), (3, 128, 96), (2, 192, 64)]
 INTERLEAVE_4BIT = (0, 2, 4, 6, 1, 3, 5, 7)
 
 
-def check_shapes(E: int, H: int, I: int) -> None:
+def check_shapes(H: int, I: int) -> None:
     check_multiple(H, 64, NAME, "hidden_size H (w2 size_n: Marlin tiles N by 64)",
                    "pad the weights first (vLLM pads gpt-oss to H=3072, I=2944)")
 
@@ -110,8 +110,8 @@ to_bf16, from_bf16 = bf16_codec(NAME)
 def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
     plans = {}
     for name, N, K in (("w13", 2 * I, H), ("w2", H, I)):
-        w = cached_index_map((NAME, name + "_weight", E, N, K), lambda: weight_index_map(E, N, K))
-        s = cached_index_map((NAME, name + "_weight_scale", E, N, K), lambda: scale_index_map(E, N, K // 32))
+        w = cached_index_map((NAME, name + "_weight", N, K), lambda: weight_index_map(E, N, K))
+        s = cached_index_map((NAME, name + "_weight_scale", N, K), lambda: scale_index_map(E, N, K // 32))
         b = identity_index_map((E, N)).reshape(E, N // 32, 32)[..., scale_perm_single()].reshape(E, N)
         plans[name + "_weight"] = TensorPlan(w, unit="code", encode=pack_int32, decode=unpack_int32,
                                              view="int32 (E, K/16, 2N): 16x16 tiles, mma lane order, 8 codes per word")

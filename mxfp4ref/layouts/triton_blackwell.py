@@ -37,5 +37,6 @@ def scale_index_map(E: int, N: int, G: int) -> np.ndarray:
 def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
     return {**weight_scale_plans(NAME, E, H, I, value_index_map, scale_index_map,
                                  "kernel sees the transpose of the last two axes: (E, Kbp, N)",
-                                 "(1, E*Np/128, Gp/4, 2, 256): 128-row x 4-group tiles of 512 bytes"),
+                                 "(1, E*Np/128, Gp/4, 2, 256): 128-row x 4-group tiles of 512 bytes",
+                                 scale_plan={"expert_axis": 1}),
             **float32_bias_plans(E, H, I)}
