@@ -158,3 +158,29 @@ def test_model_gamma_and_bad_weights(case):
     w, x, tw, ti, _, _ = case
     with pytest.raises(ValueError, match="non-negative"):
         error_bound(x, w, -tw, ti)
+
+
+def test_probabilistic_bound_never_exceeds_worst_case_and_still_accepts(case):
+    w, x, tw, ti, bound, exact = case
+    prob = error_bound(x, w, tw, ti, model=KernelModel(lam=7.0))
+    assert (prob <= bound).all()
+    assert check_within_bound(fused_moe(x, w, tw, ti, pipeline="bf16"), exact, prob).ok
+    for seed in range(3):
+        assert check_within_bound(reordered_kernel(x, w, tw, ti, seed), exact, prob).ok
+    for name, (mw, mtw, mti, kw) in mutations(w, tw, ti).items():
+        assert not check_within_bound(fused_moe(x, mw, mtw, mti, pipeline="bf16", **kw), exact, prob).ok, name
+
+
+def test_probabilistic_bound_catches_what_worst_case_misses_at_larger_shapes():
+    # H = I = 512: the worst-case bound is too wide to see a dropped w2 bias; the probabilistic one sees it
+    w = random_weights(4, 512, 512, seed=11)
+    rng = np.random.default_rng(12)
+    x = (rng.normal(size=(6, 512)) * 2).astype(BF)
+    tw, ti = route(rng.normal(size=(6, 4)).astype(np.float32), 2)
+    worst, exact = error_bound(x, w, tw, ti, return_exact=True)
+    prob = error_bound(x, w, tw, ti, model=KernelModel(lam=7.0))
+    assert np.median(prob / worst) < 0.7
+    assert check_within_bound(fused_moe(x, w, tw, ti, pipeline="bf16"), exact, prob).ok
+    dropped = fused_moe(x, replace(w, w2_bias=None), tw, ti, pipeline="bf16")
+    assert check_within_bound(dropped, exact, worst).ok          # documented weakness of the worst case
+    assert not check_within_bound(dropped, exact, prob).ok

@@ -169,3 +169,12 @@ def test_expert_map_bad_input():
         make_expert_map(8, 2, 0, "random")
     with pytest.raises(TypeError, match="global_num_experts"):
         make_expert_map(8.0, 2, 0)
+
+
+def test_sigmoid_underflow():
+    x = np.full((2, 4), -800.0, np.float32)
+    x[0, 1] = 0.0
+    w, ids = route(x, 2, scoring="sigmoid", renormalize=False)
+    assert (w[1] == 0).all() and w[0, 0] == 0.5
+    with pytest.raises(ValueError, match="token 1's 2 selected sigmoid scores all underflow"):
+        route(x, 2, scoring="sigmoid")

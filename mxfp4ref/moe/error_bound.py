@@ -27,19 +27,38 @@ TINY = 2.0 ** -100            # absolute floor per rounding step: covers underfl
 
 @dataclass(frozen=True)
 class KernelModel:
-    """Unit roundoffs of the kernel the bound is for (defaults: vLLM Triton / any bf16+fp32 kernel)."""
+    """Unit roundoffs of the kernel the bound is for (defaults: vLLM Triton / any bf16+fp32 kernel).
+
+    lam=None: worst case, rigorous for every summation order and any faithful rounding.
+    lam=7.0 (say): PROBABILISTIC bound of Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019): rounding
+    errors are modelled as independent, mean-zero random variables; each sum of n rounding errors is
+    then bounded by lam*sqrt(n)-type terms, failing with probability <= 2*exp(-lam**2/2) per sum. Not
+    valid for biased (truncating) accumulators; meant for catching small mutations at full shapes."""
 
     u_io: float = 2.0 ** -8        # bf16 rounding (nearest) of intermediate, rows, output
     u_acc: float = 2.0 ** -23      # fp32 accumulation, one ulp per add: allows truncating adders too
     u_gamma: float = 2.0 ** -8     # router weight rounded to bf16 (triton make_routing_data); 0 if fp32
     act_ulps: float = 8.0          # fp32 activation error beyond exp's argument: act_ulps * 2**-23 relative
+    lam: float | None = None       # None: worst case; a number: probabilistic confidence parameter
 
     def gamma(self, n) -> np.ndarray:
-        """Higham's gamma_n = n*u/(1-n*u) for the fp32 accumulator."""
-        nu = np.asarray(n, np.float64) * self.u_acc
-        if np.any(nu >= 0.5):
+        """Higham's gamma_n = n*u/(1-n*u); probabilistic: min(gamma_n, exp(lam*sqrt(n)*u + n*u*u/(1-u)) - 1)."""
+        n = np.asarray(n, np.float64)
+        u = self.u_acc
+        if np.any(n * u >= 0.5):
             raise ValueError(f"KernelModel: n*u_acc must stay < 1/2, got n={np.max(n)}")
-        return nu / (1.0 - nu)
+        worst = n * u / (1.0 - n * u)
+        if self.lam is None:
+            return worst
+        return np.minimum(worst, np.expm1(self.lam * np.sqrt(n) * u + n * u * u / (1.0 - u)))
+
+    def error_sum(self, errs: np.ndarray, abs_w: np.ndarray) -> np.ndarray:
+        """Bound on |sum_j eps_j w_cj| given |eps_j| <= errs[:, j]: errs @ |W|.T (worst case), or its
+        minimum with lam * sqrt(errs**2 @ W**2.T) (Hoeffding, independent mean-zero eps; probabilistic)."""
+        worst = errs @ abs_w.T
+        if self.lam is None:
+            return worst
+        return np.minimum(worst, self.lam * np.sqrt((errs * errs) @ (abs_w * abs_w).T))
 
 
 def _activation_parts(h, d1, activation, layout, alpha, limit):
@@ -87,10 +106,11 @@ def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, 
     aw13 = np.abs(w13)
     del w13
     S1 = np.abs(x_hat) @ aw13.T + np.abs(b13)                               # (n, 2I)
-    D1 = np.abs(x_hat - x_rows) @ aw13.T + model.gamma(H) * S1
+    D1 = model.error_sum(np.abs(x_hat - x_rows), aw13) + model.gamma(H) * S1
     del aw13
     # Stage 2: a = act(h) (times gamma if on input), rounded to bf16
-    F, P, rho = _activation_parts(h, D1, activation, layout, alpha, limit)  # (n, I) each
+    with np.errstate(over="ignore"):                                       # exp(-alpha g) -> inf is fine
+        F, P, rho = _activation_parts(h, D1, activation, layout, alpha, limit)   # (n, I) each
     a = apply_activation(h, activation, layout, alpha=alpha, limit=limit)   # exact
     E_y = P + rho * (F + P) + TINY                                          # |fp32 act(h^) - act(h)|
     if on_input:
@@ -106,7 +126,7 @@ def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, 
     aw2 = np.abs(w2)
     del w2
     S3 = (A + D2) @ aw2.T + np.abs(b2)
-    D3 = D2 @ aw2.T + model.gamma(I2 // 2) * S3
+    D3 = model.error_sum(D2, aw2) + model.gamma(I2 // 2) * S3
     # Stage 4: row = gamma * y (unless on input), rounded to bf16
     if on_input:
         E4, R, rows = D3, np.abs(s), s

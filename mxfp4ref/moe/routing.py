@@ -85,11 +85,16 @@ def _weights_float64(x: np.ndarray, ids: np.ndarray, scoring: Scoring, renormali
     """The routing weights (T, k) in float64 for the selected ids, before the final float32 rounding."""
     x64 = x.astype(np.float64)                                         # (T, E) exact
     if scoring is Scoring.SIGMOID:
-        s = 1.0 / (1.0 + np.exp(-x64))                                 # (T, E)
+        with np.errstate(over="ignore"):                               # exp -> inf gives exactly 0
+            s = 1.0 / (1.0 + np.exp(-x64))                             # (T, E)
         sel = np.take_along_axis(s, ids, axis=1)                       # (T, k)
         if not renormalize:
             return sel
         denom = _sum_in_id_order(sel, ids)                             # (T, 1)
+        if not (denom > 0).all():
+            t = int(np.nonzero(~(denom[:, 0] > 0))[0][0])
+            raise ValueError(f"router_logits: token {t}'s {ids.shape[1]} selected sigmoid scores all "
+                             f"underflow to 0 (logits below about -745); renormalize=True cannot divide by 0")
         return sel / denom
     m = x64.max(axis=1, keepdims=True)                                 # (T, 1) exact
     e = np.exp(x64 - m)                                                # (T, E)  every e_i in (0, 1]
