@@ -17,7 +17,8 @@ Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
     k = 128*sb + 32*b + 8*t + j (j = 0..7), code j in nibble slot (j % 2)*4 + 3 - j//2. From vLLM's
     ``[E, R, K/2]`` bytes: view each 64-byte run as 16 words indexed (b, t), transpose to (t, b), and
     permute the nibbles of each word. Padding codes are 0.
-  * scales ``uint8 [E, R, Kp/32]`` (vLLM's, rows reordered, padded with 127 = 1.0).
+  * scales ``uint32 [E, Kp/128, R]``: the 4 E8M0 bytes of (superblock, row), byte b = 32-block b
+    (vLLM's bytes, rows reordered, padded with 127 = 1.0, superblock-major so rows are contiguous).
   * bias ``float32 [E, R]`` (zeros when the layer has none).
   * w13: R = 2*Ip (Ip = I rounded up to 128); 16-row tile i = gate rows of channels 8i..8i+7, then the
     up rows of the same channels, whatever the source ``gate_up`` layout ("interleaved" or "concatenated").
@@ -38,11 +39,20 @@ except ImportError:          # CPU-only machines: the module imports, calls rais
 ACTIVATIONS = {"swigluoai": 0, "silu": 1, "gelu": 2}
 _KERNEL_FILE = "moe_fused.cu"
 
-# name: (block rows, block tokens BT, threads); must match DEFINE_GEMM in moe_fused.cu
+# name: (block rows, block tokens BT, threads, dynamic shared memory bytes); must match moe_fused.cu
+def _tiled_smem(rows, tokens, stages):
+    return stages * (tokens * 320 + rows * 68)
+
+
 CONFIGS = {
-    "decode": (32, 8, 256),      # MT=2, NT=1, 8 warps split K: each weight byte read once per tile
-    "mid": (32, 32, 128),        # MT=2, NT=4, 4 warps split K
-    "large": (128, 64, 128),     # MT=2, NT=8, 4 warps split rows
+    "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K: each weight byte read once per tile
+    "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
+    "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
+    # activations, weights and scales staged through shared memory by cp.async, 8 warps
+    "tiled": (128, 128, 256, _tiled_smem(128, 128, 4)),
+    "tiled256": (256, 128, 256, _tiled_smem(256, 128, 3)),
+    "tiled64": (128, 64, 256, _tiled_smem(128, 64, 4)),
+    "tiled32": (128, 32, 256, _tiled_smem(128, 32, 4)),
 }
 
 
@@ -67,8 +77,22 @@ def _module():
     return _MODULE
 
 
-def _kernel(name: str):
-    return _module().get_function(name)
+_FUNCS = {}
+
+
+def _kernel(name: str, smem: int = 0):
+    f = _FUNCS.get(name)
+    if f is None:
+        f = _module().get_function(name)
+        if smem > 48 * 1024:                 # opt in to more than 48 KB of dynamic shared memory
+            if hasattr(f, "max_dynamic_shared_size_bytes"):
+                f.max_dynamic_shared_size_bytes = smem
+            else:
+                drv = cp.cuda.driver
+                drv.funcSetAttribute(f.ptr, getattr(drv, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8),
+                                     smem)
+        _FUNCS[name] = f
+    return f
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,10 +107,10 @@ class DeviceMoEWeights:
     intermediate_size: int
     gate_up: str
     w13: object            # cupy uint32 [E, 2*Ip, Hp/8]
-    s13: object            # cupy uint8  [E, 2*Ip, Hp/32]
+    s13: object            # cupy uint32 [E, Hp/128, 2*Ip]
     b13: object            # cupy float32 [E, 2*Ip]
     w2: object             # cupy uint32 [E, Hr, Ip/8]
-    s2: object             # cupy uint8  [E, Hr, Ip/32]
+    s2: object             # cupy uint32 [E, Ip/128, Hr]
     b2: object             # cupy float32 [E, Hr]
     has_bias: bool
     raw: dict | None = None   # original vLLM-layout arrays on the device (for the naive reference path)
@@ -137,6 +161,7 @@ def kernel_layout(packed, scales, row_src, k_padded: int):
     w = P.view(xp.uint32).reshape(E, R, k_padded // 128, 4, 4)            # (..., b, t)
     w = xp.ascontiguousarray(w.transpose(0, 1, 2, 4, 3))                   # (..., t, b)
     w = _nibble_permute(w)
+    S = xp.ascontiguousarray(S.view(xp.uint32).transpose(0, 2, 1))    # (E, Kp/128, R)
     return w.reshape(E, R, k_padded // 8), S
 
 
@@ -256,7 +281,7 @@ def choose_config(n_slots: int, num_experts: int) -> str:
         return "decode"
     if per_expert <= 48:
         return "mid"
-    return "large"
+    return "tiled"
 
 
 class Workspace:
@@ -277,7 +302,8 @@ class Workspace:
 
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
               apply_router_weight_on_input: bool = False, global_num_experts: int | None = None,
-              config: str | None = None, impl: str = "fast", workspace: Workspace | None = None):
+              config: str | None = None, impl: str = "fast", workspace: Workspace | None = None,
+              _launches: list | None = None):
     """The MoE layer on the GPU: (T, H) bf16 bits (cupy uint16). Spec: mxfp4ref.moe.forward.fused_moe.
 
     x (T, H) bf16 (cupy uint16 bits or numpy bfloat16); weights: DeviceMoEWeights (``to_device``) or an
@@ -285,7 +311,8 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     global ids (-1 = dropped); expert_map (G,) int32 global -> local id or -1. ``config`` forces a kernel
     configuration (CONFIGS), ``impl="naive"`` runs the scalar reference kernels (needs keep_raw=True).
     Launches only; never synchronizes with the host (ids out of range are dropped, not reported: the
-    spec raises on them)."""
+    spec raises on them; numpy ids are checked on the host). ``_launches`` (a list) collects the kernel
+    launches instead of running them (for per-kernel timing)."""
     _require_cupy()
     dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights, keep_raw=(impl == "naive"))
     if activation not in ACTIVATIONS:
@@ -323,7 +350,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     cfg = config or choose_config(n, dw.num_experts)
     if cfg not in CONFIGS:
         raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
-    block_rows, bt, threads = CONFIGS[cfg]
+    block_rows, bt, threads, smem = CONFIGS[cfg]
     ws = workspace
     if ws is None or ws.key != (id(dw), T, k, bt):
         ws = Workspace(dw, T, k, bt)
@@ -333,9 +360,14 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         raise ValueError(f"weights: at most 256 local experts supported, got {dw.num_experts}")
     i32 = np.int32
     null = np.uint64(0)                      # a NULL pointer argument
-    _kernel("moe_sort")((1,), (1024,), (ids, emap if emap is not None else null, i32(n), i32(G),
-                                        i32(dw.num_experts), i32(bt), ws.sorted_slot, ws.tiles, ws.meta,
-                                        ws.local_ids))
+    launches = []                            # (name, thunk): run in order; each is idempotent
+
+    def add(name, grid, block, args, smem_bytes=0):
+        f = _kernel(name, smem_bytes)
+        launches.append((name, lambda: f(grid, block, args, shared_mem=smem_bytes)))
+
+    add("moe_sort", (1,), (1024,), (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts),
+                                    i32(bt), ws.sorted_slot, ws.tiles, ws.meta, ws.local_ids))
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
@@ -346,27 +378,27 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         inter = cp.empty((n, I), cp.uint16)
         b13 = r["w13_bias"] if r["w13_bias"] is not None else null
         b2 = r["w2_bias"] if r["w2_bias"] is not None else null
-        _kernel("moe_gemm1_naive")(((n * I + 255) // 256,), (256,),
-                                   (r["w13_weight"], r["w13_weight_scale"], b13, xd, ws.local_ids, tw, i32(n),
-                                    i32(k), i32(H), i32(I), r["gate_idx"], r["up_idx"], act, on_in, inter))
-        _kernel("moe_gemm2_naive")(((n * H + 255) // 256,), (256,),
-                                   (r["w2_weight"], r["w2_weight_scale"], b2, inter, ws.local_ids, tw, i32(n),
-                                    i32(H), i32(I), on_in, ws.y))
+        add("moe_gemm1_naive", ((n * I + 255) // 256,), (256,),
+            (r["w13_weight"], r["w13_weight_scale"], b13, xd, ws.local_ids, tw, i32(n), i32(k), i32(H), i32(I),
+             r["gate_idx"], r["up_idx"], act, on_in, inter))
+        add("moe_gemm2_naive", ((n * H + 255) // 256,), (256,),
+            (r["w2_weight"], r["w2_weight_scale"], b2, inter, ws.local_ids, tw, i32(n), i32(H), i32(I), on_in, ws.y))
     else:
         rows13 = 2 * _round_up(I, 8)
-        g1 = ((rows13 + block_rows - 1) // block_rows, ws.max_tiles)
-        _kernel(f"moe_gemm1_{cfg}")(g1, (threads,), (
-            dw.w13, dw.s13, dw.b13, xd, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter,
-            i32(H), i32(Ip), i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
-            act, on_in))
+        add(f"moe_gemm1_{cfg}", ((rows13 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
+            (dw.w13, dw.s13, dw.b13, xd, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter, i32(H), i32(Ip),
+             i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in), smem)
         rows2 = _round_up(H, 16)
-        g2 = ((rows2 + block_rows - 1) // block_rows, ws.max_tiles)
-        _kernel(f"moe_gemm2_{cfg}")(g2, (threads,), (
-            dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.y,
-            i32(Ip), i32(H), i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
-            act, on_in))
+        add(f"moe_gemm2_{cfg}", ((rows2 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
+            (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.y, i32(Ip), i32(H),
+             i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in), smem)
     total = T * (H // 8)
-    _kernel("moe_combine")(((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
+    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
+    if _launches is not None:
+        _launches.extend(launches)
+        return ws.out
+    for _, run in launches:
+        run()
     return ws.out
 
 
@@ -429,5 +461,6 @@ class MoEGraph:
                            workspace=self.workspace, **kwargs)
 
     def replay(self, stream=None):
-        self.graph.launch(stream if stream is not None else self.stream)
+        """Launch the graph on ``stream`` (default: the current stream, so it orders with your work)."""
+        self.graph.launch(stream if stream is not None else cp.cuda.get_current_stream())
         return self.out

@@ -22,7 +22,8 @@
 //   W  [E, R, Kp/128, 4 (t), 4 (b)] uint32: word (sb, t, b) holds the 8 FP4 codes of k = 128*sb + 32*b
 //      + 8*t + j, j = 0..7, code j in nibble slot (j % 2) * 4 + 3 - j / 2 (so that pair p = (2p, 2p+1)
 //      is nibbles (3-p, 7-p): one shift + mask per bf16x2). Padding codes are 0.
-//   S  [E, R, Kp/32] uint8: E8M0 byte of (row, 32-block); padding bytes 127.
+//   S  [E, Kp/128, R] uint32: the 4 E8M0 bytes of (superblock, row), byte b for 32-block b (little
+//      endian); padding bytes 127. (Rows of one superblock are contiguous: 16-byte copies of 4 rows.)
 //   b  [E, R] fp32 bias in kernel row order (zeros when the layer has none).
 //   w13 rows: R = 2*Ip (Ip = I rounded up to 128); 16-row tile i holds gate rows of channels 8i..8i+7
 //      then the up rows of the same channels (any gate/up source layout maps to this), so one thread
@@ -194,133 +195,10 @@ struct GemmArgs {
     int weight_on_input;     // 1: gamma multiplies GEMM1's activation output, not GEMM2's row
 };
 
-template <int MT, int NT, int KS, int RS, int CS, bool GATED>
-__device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
-    constexpr int NW = KS * RS * CS;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int ks = warp % KS, rs = (warp / KS) % RS, cs = warp / (KS * RS);
-    const int tile = blockIdx.y;
-    if (tile >= A.meta[0]) return;
-    const int4 tl = A.tiles[tile];
-    const int expert = tl.x, start = tl.y, count = tl.z;
-    const int row0 = blockIdx.x * (16 * MT * RS) + rs * 16 * MT;
-    const int col0 = cs * 8 * NT;
-
-    // activation rows feeding this thread's B fragments (token column g of each n-tile)
-    const uint4* xrow[NT];
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-        int c = col0 + n * 8 + g;
-        xrow[n] = nullptr;
-        if (c < count) {
-            int pos = start + c;
-            long r = GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos;
-            xrow[n] = A.X ? reinterpret_cast<const uint4*>(A.X + r * A.ldx) + t : nullptr;
-        }
-    }
-    const int kw = A.kp >> 5;                 // uint4 per row
-    const int nsb_all = A.kp >> 7;
-    const uint4* wrow[MT][2];
-    const u32* srow[MT][2];
-    bool mvalid[MT];
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        mvalid[m] = (row0 + 16 * m) < A.rows_real;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            long r = (long)expert * A.rows_p + row0 + 16 * m + 8 * h + g;
-            wrow[m][h] = A.W + r * kw + t;
-            srow[m][h] = A.S + r * nsb_all;
-        }
-    }
-    float acc[MT][NT][4];
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.0f;
-
-    const int nsb = (A.kblocks + 3) >> 2;     // superblocks holding real data
-    const int sb0 = (ks * nsb) / KS, sb1 = ((ks + 1) * nsb) / KS;
-
-    uint4 wv[MT][2];
-    u32 sv[MT][2];
-    auto load_w = [&](int sb, uint4 (&w)[MT][2], u32 (&s)[MT][2]) {
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                if (mvalid[m] && sb < sb1) {
-                    w[m][h] = __ldg(wrow[m][h] + sb * 4);
-                    s[m][h] = __ldg(srow[m][h] + sb);
-                } else {
-                    w[m][h] = make_uint4(0, 0, 0, 0);
-                    s[m][h] = 0x7f7f7f7fu;
-                }
-            }
-    };
-    if (sb0 < sb1) load_w(sb0, wv, sv);
-    for (int sb = sb0; sb < sb1; ++sb) {
-        uint4 wn[MT][2];
-        u32 sn[MT][2];
-        load_w(sb + 1, wn, sn);               // prefetch the next superblock's weights
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            const int blk = sb * 4 + b;
-            if (blk >= A.kblocks) break;
-            uint4 xv[NT];
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-                xv[n] = xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0);
-            u32 a[MT][2][4];
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
-                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
-                }
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-                if (!mvalid[m]) continue;
-#pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
-                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
-                }
-            }
-        }
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) { wv[m][h] = wn[m][h]; sv[m][h] = sn[m][h]; }
-    }
-
-    if (KS > 1) {                             // split-K: fixed-order reduction through shared memory
-        __shared__ float red[NW][32][MT * NT * 4];
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) red[warp][lane][(m * NT + n) * 4 + i] = acc[m][n][i];
-        __syncthreads();
-        if (ks != 0) return;
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    float s = 0.0f;
-                    for (int k2 = 0; k2 < KS; ++k2) s += red[warp + k2][lane][(m * NT + n) * 4 + i];
-                    acc[m][n][i] = s;
-                }
-    }
-
-    // epilogue: thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) tile
+// Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
+template <int MT, int NT, bool GATED>
+__device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
+                                             int count, int row0, int col0, int g, int t) {
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -349,6 +227,152 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
         }
 }
 
+template <int MT, int NT, int KS, int RS, int CS, bool GATED>
+__device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
+    constexpr int NW = KS * RS * CS;
+    constexpr bool XPRE = (NT <= 2);          // few tokens: prefetch the activations with the weights
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ks = warp % KS, rs = (warp / KS) % RS, cs = warp / (KS * RS);
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    const int row0 = blockIdx.x * (16 * MT * RS) + rs * 16 * MT;
+    const int col0 = cs * 8 * NT;
+
+    // activation rows feeding this thread's B fragments (token column g of each n-tile)
+    const uint4* xrow[NT];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        int c = col0 + n * 8 + g;
+        xrow[n] = nullptr;
+        if (c < count) {
+            int pos = start + c;
+            long r = GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos;
+            xrow[n] = reinterpret_cast<const uint4*>(A.X + r * A.ldx) + t;
+        }
+    }
+    const int kw = A.kp >> 5;                 // uint4 per row
+    const int nsb_all = A.kp >> 7;
+    const uint4* wrow[MT][2];
+    const u32* srow[MT][2];
+    bool mvalid[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        mvalid[m] = (row0 + 16 * m) < A.rows_real;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = row0 + 16 * m + 8 * h + g;
+            wrow[m][h] = A.W + ((long)expert * A.rows_p + r) * kw + t;
+            srow[m][h] = A.S + (long)expert * nsb_all * A.rows_p + r;     // + sb * rows_p
+        }
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.0f;
+
+    const int nsb = (A.kblocks + 3) >> 2;     // superblocks holding real data
+    const int sb0 = (ks * nsb) / KS, sb1 = ((ks + 1) * nsb) / KS;
+
+    uint4 wv[MT][2];
+    u32 sv[MT][2];
+    uint4 xb[XPRE ? NT * 4 : 1];
+    auto load_w = [&](int sb, uint4 (&w)[MT][2], u32 (&s)[MT][2], uint4 (&xx)[XPRE ? NT * 4 : 1]) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (mvalid[m] && sb < sb1) {
+                    w[m][h] = __ldg(wrow[m][h] + sb * 4);
+                    s[m][h] = __ldg(srow[m][h] + (long)sb * A.rows_p);
+                } else {
+                    w[m][h] = make_uint4(0, 0, 0, 0);
+                    s[m][h] = 0x7f7f7f7fu;
+                }
+            }
+        if (XPRE) {
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int b = 0; b < 4; ++b) {
+                    const int blk = sb * 4 + b;
+                    xx[n * 4 + b] = (xrow[n] && sb < sb1 && blk < A.kblocks) ? __ldg(xrow[n] + blk * 4)
+                                                                            : make_uint4(0, 0, 0, 0);
+                }
+        }
+    };
+    if (sb0 < sb1) load_w(sb0, wv, sv, xb);
+    for (int sb = sb0; sb < sb1; ++sb) {
+        uint4 wn[MT][2];
+        u32 sn[MT][2];
+        uint4 xn[XPRE ? NT * 4 : 1];
+        load_w(sb + 1, wn, sn, xn);           // prefetch the next superblock
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const int blk = sb * 4 + b;
+            if (blk >= A.kblocks) break;
+            uint4 xv[NT];
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+                xv[n] = XPRE ? xb[n * 4 + b] : (xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0));
+            u32 a[MT][2][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
+                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
+                }
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+                if (!mvalid[m]) continue;
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
+                }
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) { wv[m][h] = wn[m][h]; sv[m][h] = sn[m][h]; }
+        if (XPRE) {
+#pragma unroll
+            for (int i = 0; i < (XPRE ? NT * 4 : 1); ++i) xb[i] = xn[i];
+        }
+    }
+
+    if (KS > 1) {                             // split-K: fixed-order reduction through shared memory
+        __shared__ float red[NW][32][MT * NT * 4];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) red[warp][lane][(m * NT + n) * 4 + i] = acc[m][n][i];
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    float s = 0.0f;
+                    for (int k2 = 0; k2 < KS; ++k2) s += red[warp + k2][lane][(m * NT + n) * 4 + i];
+                    acc[m][n][i] = s;
+                }
+    }
+
+    moe_epilogue<MT, NT, GATED>(A, acc, expert, start, count, row0, col0, g, t);
+}
+
 #define GEMM_PARAMS                                                                                     \
     const uint4* W, const u32* S, const float* bias, const u16* X, const int* sorted_slot,              \
         const int4* tiles, const int* meta, const float* topk_w, u16* out, int ldx, int ldo, int rows_p,  \
@@ -367,6 +391,139 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
 DEFINE_GEMM(decode, 2, 1, 8, 1, 1)     // 32 rows x 8 tokens, 8 warps split K: weight streaming
 DEFINE_GEMM(mid, 2, 4, 4, 1, 1)        // 32 rows x 32 tokens, 4 warps split K
 DEFINE_GEMM(large, 2, 8, 1, 4, 1)      // 128 rows x 64 tokens, 4 warps
+
+// ------------------------------------------------------------------------------------------------
+// Tiled variant for many tokens per expert: the tile's activation rows are gathered into shared memory
+// (and the block's weight rows and scales) by cp.async (ST superblocks of 128 k in flight, zero-filled past the tile / past K), weights
+// still stream from global memory straight into registers (16-byte loads, one superblock prefetched).
+// Row stride 320 B (= 64 mod 128): a quarter warp's 16-byte B-fragment loads hit 8 distinct bank groups.
+#define XS_ROW 160
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+template <int MT, int NT, int RS, int CS, int ST, bool GATED>
+__device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
+    constexpr int NTHR = 32 * RS * CS, BT = 8 * NT * CS, BR = 16 * MT * RS;
+    constexpr int XS_BYTES = BT * XS_ROW * 2, WS_BYTES = BR * 64, STAGE = XS_BYTES + WS_BYTES + BR * 4;
+    extern __shared__ __align__(16) unsigned char smem[];         // ST stages x {x tile, w tile, scales}
+    __shared__ long s_row[BT];                                    // element offset of each row in X, -1
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int rs = warp % RS, cs = warp / RS;
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    for (int c = tid; c < BT; c += NTHR) {
+        long r = -1;
+        if (c < count) {
+            const int pos = start + c;
+            r = (GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos) * A.ldx;
+        }
+        s_row[c] = r;
+    }
+    __syncthreads();
+    const int rowblk = blockIdx.x * BR;
+    const int wr0 = rs * 16 * MT;                                  // this warp's first row in the tile
+    const int col0 = cs * 8 * NT;
+    const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
+    const uint4* Wb = A.W + ((long)expert * A.rows_p + rowblk) * kw;
+    const u32* Sb = A.S + (long)expert * nsb_all * A.rows_p + rowblk;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.0f;
+    const int nsb = (A.kblocks + 3) >> 2;
+    auto issue = [&](int sb) {
+        if (sb < nsb) {
+            unsigned char* st = smem + (sb % ST) * STAGE;
+            u16* xd = reinterpret_cast<u16*>(st);
+            for (int i = tid; i < BT * 16; i += NTHR) {
+                const int c = i >> 4, ch = i & 15;                   // row, 16-byte chunk of the superblock
+                const long r = s_row[c];
+                const bool ok = r >= 0 && (sb * 4 + (ch >> 2)) < A.kblocks;
+                cp_async16(xd + c * XS_ROW + ch * 8, ok ? A.X + r + sb * 128 + ch * 8 : A.X, ok ? 16 : 0);
+            }
+            uint4* wd = reinterpret_cast<uint4*>(st + XS_BYTES);
+            for (int i = tid; i < BR * 4; i += NTHR) {
+                const bool ok = rowblk + (i >> 2) < A.rows_real;
+                cp_async16(wd + i, ok ? Wb + (long)(i >> 2) * kw + sb * 4 + (i & 3) : A.W, ok ? 16 : 0);
+            }
+            u32* sd = reinterpret_cast<u32*>(st + XS_BYTES + WS_BYTES);
+            for (int i = tid; i < BR / 4; i += NTHR)
+                cp_async16(sd + 4 * i, Sb + (long)sb * A.rows_p + 4 * i, 16);
+        }
+        cp_async_commit();                                        // empty groups keep the count uniform
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) issue(s);
+    for (int sb = 0; sb < nsb; ++sb) {
+        cp_async_wait<ST - 2>();
+        __syncthreads();                                          // stage sb landed; stage sb-1 is free
+        issue(sb + ST - 1);
+        const unsigned char* st = smem + (sb % ST) * STAGE;
+        const u16* xst = reinterpret_cast<const u16*>(st) + (col0 + g) * XS_ROW + 8 * t;
+        const uint4* wst = reinterpret_cast<const uint4*>(st + XS_BYTES);
+        const u32* sst = reinterpret_cast<const u32*>(st + XS_BYTES + WS_BYTES);
+        uint4 wv[MT][2];
+        u32 sv[MT][2];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = wr0 + 16 * m + 8 * h + g;
+                wv[m][h] = wst[r * 4 + t];
+                sv[m][h] = sst[r];
+            }
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            if (sb * 4 + b >= A.kblocks) break;
+            u32 a[MT][2][4];
+#pragma unroll
+            for (int m = 0; m < MT; ++m)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
+                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
+                }
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                const uint4 xv = *reinterpret_cast<const uint4*>(xst + n * 8 * XS_ROW + 32 * b);
+#pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv.x, xv.y);
+                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv.z, xv.w);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+    moe_epilogue<MT, NT, GATED>(A, acc, expert, start, count, rowblk + wr0, col0, g, t);
+}
+
+// name, MT, NT, RS, CS, ST (block rows BR = 16*MT*RS, tokens BT = 8*NT*CS, threads 32*RS*CS, ST stages;
+// dynamic smem = ST * (BT * 320 + BR * 68) bytes)
+#define DEFINE_GEMM_TILED(name, MT, NT, RS, CS, ST)                                                     \
+    extern "C" __global__ void __launch_bounds__(32 * RS * CS, 1) moe_gemm1_##name(GEMM_PARAMS) {       \
+        GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, true>(A);                                \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * RS * CS, 1) moe_gemm2_##name(GEMM_PARAMS) {       \
+        GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, false>(A);                               \
+    }
+
+DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
+DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
+DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
+DEFINE_GEMM_TILED(tiled32, 2, 2, 4, 2, 4)    // 128 rows x 32 tokens, 8 warps: 74 KB smem
 
 // ------------------------------------------------------------------------------------------------
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.

@@ -1,0 +1,211 @@
+"""Benchmark of the full gpt-oss MoE layer: cupy_kernels.fused_moe vs triton_kernels in the same run.
+
+    python -m cupy_kernels.bench_fused_moe [--models gpt-oss-120b,gpt-oss-20b] [--tokens 1,4,...]
+                                           [--peers .peers] [--reps 50] [--json FILE]
+
+Per (model, tokens): our time (CUDA-graph replay of routing-free fused_moe with fixed top-k ids, or of
+moe_forward when cupy_kernels.routing exists; median of per-replay device-event times), triton_kernels'
+time (``.peers/bench_triton_kernels.py`` TritonKernelsLayer: routing + 2 matmul_ogs, graph replay,
+median), their ratio, and our fraction of the roofline: max(touched weight bytes / copy bandwidth,
+flops / bf16 matmul rate), both ceilings measured at the start of the run on this card.
+Weights: random FP4 codes and scale bytes 118..123 (cupy random, on the device); x, logits random.
+Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+MODELS = {"gpt-oss-120b": (128, 4, 2880, 2880), "gpt-oss-20b": (32, 4, 2880, 2880)}
+TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384]
+
+
+def measure_ceilings():
+    """(copy GB/s counting read + write, bf16 matmul TFLOP/s via torch or None)."""
+    import cupy as cp
+    n = 1 << 30
+    a = cp.empty(n, cp.uint8)
+    a.fill(1)
+    b = cp.empty_like(a)
+    for _ in range(3):
+        cp.copyto(b, a)
+    ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
+    ts = []
+    for _ in range(10):
+        ev0.record()
+        cp.copyto(b, a)
+        ev1.record()
+        ev1.synchronize()
+        ts.append(cp.cuda.get_elapsed_time(ev0, ev1))
+    bw = 2 * n / (np.median(ts) * 1e-3) / 1e9
+    del a, b
+    rate = None
+    try:
+        import torch
+        m = 8192
+        x = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+        y = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
+        for _ in range(3):
+            x @ y
+        torch.cuda.synchronize()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        ts = []
+        for _ in range(10):
+            e0.record()
+            x @ y
+            e1.record()
+            e1.synchronize()
+            ts.append(e0.elapsed_time(e1))
+        rate = 2 * m ** 3 / (np.median(ts) * 1e-3) / 1e12
+        del x, y
+        torch.cuda.empty_cache()
+    except Exception as exc:                      # noqa: BLE001 - report and go on without torch
+        print(f"# bf16 matmul ceiling not measured: {exc}", flush=True)
+    return bw, rate
+
+
+def random_device_layer(E, H, I, seed=0):
+    import cupy as cp
+    from .fused_moe import to_device
+    rs = cp.random.RandomState(seed)
+    u8 = lambda shape: rs.randint(0, 256, size=shape, dtype=cp.int32).astype(cp.uint8)
+    sc = lambda shape: rs.randint(118, 124, size=shape, dtype=cp.int32).astype(cp.uint8)
+    b = lambda shape: (rs.standard_normal(shape, dtype=cp.float32) * 0.1).astype(cp.float32)
+    dw = to_device(w13_weight=u8((E, 2 * I, H // 2)), w13_weight_scale=sc((E, 2 * I, H // 32)),
+                   w2_weight=u8((E, H, I // 2)), w2_weight_scale=sc((E, H, I // 32)),
+                   w13_bias=b((E, 2 * I)), w2_bias=b((E, H)))
+    cp.get_default_memory_pool().free_all_blocks()
+    return dw
+
+
+def layer_bytes_per_expert(H, I):
+    """MXFP4 bytes of one expert as stored (codes + scales + fp32 biases)."""
+    return (2 * I * H // 2 + 2 * I * H // 32 + H * I // 2 + H * I // 32) + 4 * (2 * I + H)
+
+
+def _inputs(dw, T, k, rng):
+    import cupy as cp
+    from mxfp4ref.moe.routing import route
+    x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
+    xb = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))            # truncation is fine here
+    tw, ids = route(rng.standard_normal((T, dw.num_experts)).astype(np.float32), k)
+    return xb, cp.asarray(tw), cp.asarray(ids), int(np.unique(ids).size)
+
+
+def _median_us(fn, reps, stream):
+    import cupy as cp
+    for _ in range(3):
+        fn()
+    stream.synchronize()
+    evs = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(reps)]
+    for e0, e1 in evs:
+        e0.record(stream)
+        fn()
+        e1.record(stream)
+    stream.synchronize()
+    return float(np.median([cp.cuda.get_elapsed_time(a, b) for a, b in evs]) * 1e3)
+
+
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False):
+    """(median us of a CUDA-graph replay, touched experts, {kernel: us} if breakdown)."""
+    import cupy as cp
+    from .fused_moe import MoEGraph, fused_moe
+    g = MoEGraph(dw, T, k, config=config)
+    xb, tw, ids, touched = _inputs(dw, T, k, rng)
+    g.x[...] = xb
+    g.topk_weights[...] = tw
+    g.topk_ids[...] = ids
+    cp.cuda.get_current_stream().synchronize()
+    s = g.stream
+    us = _median_us(lambda: g.graph.launch(s), reps, s)
+    parts = {}
+    if breakdown:
+        launches = []
+        with s:
+            fused_moe(g.x, dw, g.topk_weights, g.topk_ids, config=config, workspace=g.workspace,
+                      _launches=launches)
+            for name, run in launches:
+                parts[name] = _median_us(run, max(5, reps // 2), s)
+    del g
+    return us, touched, parts
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="gpt-oss-120b,gpt-oss-20b")
+    ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    ap.add_argument("--peers", default=".peers", help="folder with bench_triton_kernels.py and tk/ ('' = skip)")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--config", default=None, help="force a kernel configuration (decode, mid, large)")
+    ap.add_argument("--sweep", default=None, help="comma list of configurations to time each (ours only)")
+    ap.add_argument("--breakdown", action="store_true", help="also time each kernel of the forward")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    import cupy as cp
+    dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    bw, rate = measure_ceilings()
+    print(f"# device {dev}; copy {bw:.0f} GB/s (read+write); bf16 matmul "
+          f"{rate:.0f} TFLOP/s" if rate else f"# device {dev}; copy {bw:.0f} GB/s", flush=True)
+    tokens = [int(t) for t in a.tokens.split(",")]
+    rows = []
+    for name in a.models.split(","):
+        E, k, H, I = MODELS[name]
+        t0 = time.time()
+        dw = random_device_layer(E, H, I)
+        print(f"# {name}: layer built in {time.time() - t0:.1f} s", flush=True)
+        tk = None
+        if a.peers:
+            try:
+                sys.path.insert(0, a.peers)
+                from bench_triton_kernels import TritonKernelsLayer
+                tk = TritonKernelsLayer(num_experts=E, hidden=H, intermediate=I, top_k=k, tk_dir=f"{a.peers}/tk")
+            except Exception as exc:              # noqa: BLE001
+                print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}", flush=True)
+        rng = np.random.default_rng(0)
+        for T in tokens:
+            if a.sweep:
+                res = []
+                for cfg in a.sweep.split(","):
+                    us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg)
+                    res.append(f"{cfg} {us_c:8.1f}")
+                    rows.append(dict(model=name, tokens=T, config=cfg, ours_us=us_c, device=dev))
+                print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)
+                continue
+            us, touched, parts = time_ours(dw, T, k, rng, a.reps, a.config, a.breakdown)
+            if parts:
+                print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
+                      flush=True)
+            tk_us = None
+            if tk is not None:
+                try:
+                    tk_us = tk.time_us(T)
+                except Exception as exc:          # noqa: BLE001
+                    print(f"# triton_kernels failed at T={T}: {exc}", flush=True)
+            nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
+            flops = 2.0 * T * k * (2 * I * H + H * I)
+            roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
+            row = dict(model=name, tokens=T, config=a.config, ours_us=us, triton_us=tk_us, touched=touched, roofline_us=roof,
+                       frac_roofline=roof / us, tflops=flops / us / 1e6, gbps=nbytes / us / 1e3, device=dev)
+            rows.append(row)
+            ratio = f"{tk_us / us:6.2f}x" if tk_us else "   n/a"
+            tks = f"{tk_us:9.1f}" if tk_us else "      n/a"
+            print(f"{name:13s} T={T:6d} ours {us:9.1f} us  triton_kernels {tks} us  speedup {ratio}  "
+                  f"roofline {roof:8.1f} us ({100 * roof / us:5.1f}%)  {row['tflops']:6.1f} TFLOP/s  "
+                  f"{row['gbps']:6.0f} GB/s  experts {touched}", flush=True)
+        del dw, tk
+        cp.get_default_memory_pool().free_all_blocks()
+        try:
+            import torch
+            torch.cuda.empty_cache()
+        except Exception:                          # noqa: BLE001
+            pass
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(device=dev, copy_GBps=bw, bf16_TFLOPs=rate, rows=rows), f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
