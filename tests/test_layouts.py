@@ -279,3 +279,16 @@ def test_round_trip_property(backend):
         assert_same(from_kernel_layout(to_kernel_layout(w, backend)), w)
 
     run()
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_wrong_buffer_dtype_or_shape_is_rejected_for_every_tensor(backend):
+    E, H, I = shapes_for(backend)[0]
+    kw = to_kernel_layout(random_weights(E, H, I), backend)
+    for name, buf in kw.tensors().items():
+        for bad, err in ((buf.reshape(-1), ValueError), (buf.view(np.uint8) if buf.dtype != np.uint8
+                                                          else buf.astype(np.int16), (TypeError, ValueError))):
+            fields = {n: (bad if n == name else a) for n, a in kw.tensors().items()}
+            fields = {n: fields.get(n) for n in FIELDS}
+            with pytest.raises(err, match=name):
+                from_kernel_layout(KernelWeights(kw.backend, **fields, source=kw.source, views=kw.views))

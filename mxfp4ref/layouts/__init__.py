@@ -104,10 +104,16 @@ def from_kernel_layout(kernel_weights: KernelWeights) -> MoEWeights:
         what = f"kernel_weights.{name}"
         if not isinstance(buf, np.ndarray):
             raise TypeError(f"{what}: expected a numpy.ndarray, got {type(buf).__name__}")
+        stored = np.dtype(p.dtype if p.dtype is not None else (np.uint8 if p.unit == "code" else dtype))
+        if buf.dtype != stored:
+            raise TypeError(f"{what}: expected dtype {stored}, got {buf.dtype}")
+        want = p.buffer_shape(E)
+        if p.unit == "code":                                       # 8 codes per stored int32
+            want = want[:-1] + (want[-1] // 8,)
+        if buf.shape != want:
+            raise ValueError(f"{what}: expected shape {want}, got {buf.shape}")
         if p.decode:
             buf = p.decode(buf)
-        if buf.shape != p.buffer_shape(E):
-            raise ValueError(f"{what}: expected shape {p.buffer_shape(E)}, got {buf.shape}")
         one = (1,) + shape[1:-1] + (shape[-1] * (2 if p.unit == "code" else 1),)   # one expert's source
         experts = [scatter(b, p.idx, one, np.uint8 if p.unit == "code" else dtype, what)
                    for b in np.split(buf, E, axis=p.expert_axis)]

@@ -111,6 +111,7 @@ class TensorPlan:
     view:    one line: how the kernel indexes the buffer
     expert_axis: the axis along which the experts' buffers are concatenated (0 for all but the
              Blackwell scale layout, whose buffer is (1, E*Np/128, ...))
+    dtype:   the stored buffer's dtype if ``encode`` changes it, else None (= the source dtype)
     """
 
     idx: np.ndarray
@@ -119,6 +120,7 @@ class TensorPlan:
     decode: Callable[[np.ndarray], np.ndarray] | None = None
     view: str = ""
     expert_axis: int = 0
+    dtype: object = None          # dtype of the stored buffer when ``encode`` changes it (int32, bf16)
 
     def buffer_shape(self, E: int) -> tuple:
         """Shape of the whole layer's buffer (E experts), before ``encode``."""

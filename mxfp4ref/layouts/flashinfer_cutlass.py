@@ -21,6 +21,7 @@ Constraints (kernel checks and the scale fold): H and I multiples of 128 (vLLM p
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from ._core import TensorPlan, bf16_codec, cached_index_map, check_multiple, identity_index_map
@@ -72,6 +73,6 @@ def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
         plans[name + "_weight"] = TensorPlan(w, encode=twiddle, decode=untwiddle,
                                              view=f"(E, N, K/2) uint8, {order}16x32-byte tiles, bit-twiddled words")
         plans[name + "_weight_scale"] = TensorPlan(s, view=f"(E, N/64, K/128, 16, 16) uint8, {order}folded 64x4 blocks")
-        plans[name + "_bias"] = TensorPlan(identity_index_map((E, N))[:, rows], unit="element", encode=to_bf16,
+        plans[name + "_bias"] = TensorPlan(identity_index_map((E, N))[:, rows], unit="element", encode=to_bf16, dtype=ml_dtypes.bfloat16,
                                            decode=from_bf16, view=f"bfloat16 (E, N), {order.rstrip(', ')}")
     return plans

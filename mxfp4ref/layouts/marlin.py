@@ -113,9 +113,9 @@ def plan(E: int, H: int, I: int) -> dict[str, TensorPlan]:
         w = cached_index_map((NAME, name + "_weight", N, K), lambda: weight_index_map(E, N, K))
         s = cached_index_map((NAME, name + "_weight_scale", N, K), lambda: scale_index_map(E, N, K // 32))
         b = identity_index_map((E, N)).reshape(E, N // 32, 32)[..., scale_perm_single()].reshape(E, N)
-        plans[name + "_weight"] = TensorPlan(w, unit="code", encode=pack_int32, decode=unpack_int32,
+        plans[name + "_weight"] = TensorPlan(w, unit="code", encode=pack_int32, decode=unpack_int32, dtype=np.int32,
                                              view="int32 (E, K/16, 2N): 16x16 tiles, mma lane order, 8 codes per word")
         plans[name + "_weight_scale"] = TensorPlan(s, view="e8m0 bytes (E, K/32, N), Marlin scale order")
-        plans[name + "_bias"] = TensorPlan(b, unit="element", encode=to_bf16, decode=from_bf16,
+        plans[name + "_bias"] = TensorPlan(b, unit="element", encode=to_bf16, decode=from_bf16, dtype=ml_dtypes.bfloat16,
                                            view="bfloat16 (E, N), permuted in groups of 32")
     return plans

@@ -70,6 +70,8 @@ def twiddle(buf: np.ndarray) -> np.ndarray:
 
 def untwiddle(buf: np.ndarray) -> np.ndarray:
     """Inverse of :func:`twiddle`."""
+    if buf.dtype != np.uint8:
+        raise TypeError(f"{NAME}: weight buffer: expected dtype uint8, got {buf.dtype}")
     word = np.ascontiguousarray(buf).view("<u4").astype(np.uint32)  # (..., n)
     b = np.zeros(word.shape + (4,), np.uint32)
     for half, shift in ((0, 0), (1, 4)):
