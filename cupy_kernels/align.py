@@ -1,0 +1,71 @@
+"""GPU block alignment with the spec's name and signature: align_block_size (kernels/align.cu).
+
+``align_block_size(topk_ids, block_size, num_experts, expert_map=None, *, pad_sorted_ids=False)``
+returns (sorted_token_ids int32, expert_ids int32, num_tokens_post_padded int32 (1,)) as CuPy arrays,
+equal to :func:`mxfp4ref.moe.align.align_block_size` element for element (ascending flat index
+inside each expert). topk_ids: GPU int32 / int64 (T, k). GPU limit: num_experts <= 1024.
+Ids outside [0, num_experts): ValueError (one device-to-host read; ``check=False`` skips it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._args import int_input, same_device
+from ._loader import cupy, get_kernel
+
+KERNEL_FILE = "align.cu"
+NAMES = ("mx_align<0>", "mx_align<1>")
+MAX_EXPERTS = 1024
+SMEM_BYTES = 40 * 1024          # cnt[W][E] + off[E] + tot[E] ints
+
+
+def _warps(E: int) -> int:
+    return max(1, min(32, (SMEM_BYTES // 4 - 2 * E) // E))
+
+
+def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=None, *,
+                     pad_sorted_ids: bool = False, check: bool = True):
+    """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the spec, computed on the GPU."""
+    from mxfp4ref.moe.align import max_num_tokens_padded
+    cp = cupy()
+    ids = int_input(topk_ids, "topk_ids")
+    if ids.ndim != 2:
+        raise ValueError(f"topk_ids: expected shape (num_tokens, top_k), got shape {ids.shape}")
+    for name, v in (("block_size", block_size), ("num_experts", num_experts)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
+        if v < 1:
+            raise ValueError(f"{name}: expected >= 1, got {v}")
+    if num_experts > MAX_EXPERTS:
+        raise ValueError(f"num_experts: the GPU kernel supports <= {MAX_EXPERTS}, got {num_experts}")
+    emap = None
+    if expert_map is not None:
+        emap = int_input(expert_map, "expert_map", dtypes=(np.int32,))
+        if emap.shape != (num_experts,):
+            raise ValueError(f"expert_map: expected shape ({num_experts},), got {emap.shape}")
+        same_device(("topk_ids", ids), ("expert_map", emap))
+    numel = int(ids.size)
+    size = max_num_tokens_padded(numel, int(block_size), int(num_experts), bool(pad_sorted_ids))
+    with ids.device:
+        sorted_ids = cp.empty((size,), cp.int32)
+        expert_ids = cp.empty((-(-size // block_size),), cp.int32)
+        post = cp.empty((1,), cp.int32)
+        bad = cp.zeros((1,), cp.int32)
+        launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad)
+        if check and int(bad.get()[0]):
+            raise ValueError(f"topk_ids: expected global expert ids in [0, {num_experts}), got an id "
+                             f"outside that range")
+    return sorted_ids, expert_ids, post
+
+
+def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad) -> None:
+    """Enqueue the alignment kernel (no checks, no synchronization)."""
+    E = num_experts
+    W = _warps(E)
+    k = get_kernel(KERNEL_FILE, f"mx_align<{0 if ids.dtype == np.int32 else 1}>", NAMES)
+    cp = cupy()
+    map_ptr = emap if emap is not None else cp.zeros((1,), cp.int32)
+    smem = (W * E + 2 * E) * 4
+    k((1,), (32 * W,), (ids, np.int64(ids.size), np.int32(E), np.int32(block_size), map_ptr,
+                        np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
+                        sorted_ids, expert_ids, post, bad), shared_mem=smem)

@@ -1,0 +1,177 @@
+// quantize.cu -- MX block quantization: float32 / float16 / bfloat16 -> E8M0 scales + element codes.
+//
+// Computes mxfp4ref.quantize (E2M1 elements, two codes per byte, element 2i in the LOW nibble) and
+// mxfp4ref.quantize_mxfp8 (E4M3 / E5M2 elements, one code per byte), byte for byte, for every
+// convention a QuantConfig can express; `flags` carries the QuantConfig (cupy_kernels/_conventions.py,
+// decoded by mxk_unpack_conv). All arithmetic is on bit patterns (mx_common.cuh), so -ftz=true and
+// the device/host difference cannot change a byte.
+//
+// Layout. The input is viewed as (outer, L, inner), L the quantized axis, C-contiguous. A block is
+// `bs` consecutive elements along L. Outputs, also C-contiguous:
+//   codes  (outer, L/2, inner) uint8 for E2M1 (packed pairs along L), (outer, L, inner) for FP8
+//   scales (outer, L/bs, inner) uint8
+//
+// Kernels (IN: 0 float32, 1 float16, 2 bfloat16 -- the input's bit width; ELEM: MXK_ELEM_*):
+//   mx_quantize_naive<IN>        any axis, any block size: one thread per block (grid-stride over
+//                                (outer, block, inner), inner fastest so neighbouring threads read
+//                                neighbouring addresses). Also the second reference for the fast one.
+//   mx_quantize_fast<IN, ELEM>   last axis (inner == 1), bs == 32, 16-byte aligned input: each thread
+//                                owns 8 consecutive elements (one 16-byte load for 16-bit inputs, two
+//                                for float32), 4 lanes share a block (amax by 2 xor-shuffles), lane
+//                                stores its 4 packed bytes (E2M1) or 8 codes (FP8), so a warp reads
+//                                512 / 1024 contiguous bytes and writes 128 / 256. Each thread
+//                                processes UNROLL chunks at stride blockDim.x (loads first, then
+//                                math) to keep enough bytes in flight. Launch: 256 threads, grid =
+//                                ceil(nchunks / (256 * UNROLL)) (capped; the loop is grid-stride).
+#include "mx_common.cuh"
+
+#define MXK_IN_F32 0
+#define MXK_IN_F16 1
+#define MXK_IN_BF16 2
+
+template <int IN>
+__device__ __forceinline__ mxk_u32 mxk_load_f32bits(const void* x, long long i) {
+    if (IN == MXK_IN_F32) return ((const mxk_u32*)x)[i];
+    if (IN == MXK_IN_F16) return mxk_f16_to_f32bits(((const unsigned short*)x)[i]);
+    return mxk_bf16_to_f32bits(((const unsigned short*)x)[i]);
+}
+
+// ---- naive: one thread per block, any axis --------------------------------------------------------
+
+template <int IN>
+__global__ void mx_quantize_naive(const void* __restrict__ x, unsigned char* __restrict__ codes,
+                                  unsigned char* __restrict__ scales, long long outer, long long L,
+                                  long long inner, int bs, int flags) {
+    const MxkConv c = mxk_unpack_conv(flags);
+    const long long nblk = L / bs;
+    const long long total = outer * nblk * inner;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long i = t % inner;
+        const long long r = t / inner;
+        const long long blk = r % nblk;
+        const long long o = r / nblk;
+        const long long first = (o * L + blk * bs) * inner + i;     // element (o, blk*bs, i)
+        mxk_u32 amax = 0;
+        for (int j = 0; j < bs; j++) {
+            mxk_u32 key = mxk_amax_key(mxk_load_f32bits<IN>(x, first + (long long)j * inner), c);
+            amax = key > amax ? key : amax;
+        }
+        const mxk_u32 b = mxk_scale_byte(amax, c);
+        int k;
+        const int mk = mxk_multiplier(b, c, &k);
+        if (c.elem == MXK_ELEM_E2M1) {
+            const long long first_byte = (o * (L / 2) + blk * (bs / 2)) * inner + i;
+            for (int j = 0; j < bs; j += 2) {
+                mxk_u32 lo = mxk_elem_code(mxk_load_f32bits<IN>(x, first + (long long)j * inner), mk, k, c);
+                mxk_u32 hi = mxk_elem_code(mxk_load_f32bits<IN>(x, first + (long long)(j + 1) * inner), mk, k, c);
+                codes[first_byte + (long long)(j / 2) * inner] = (unsigned char)(lo | (hi << 4));
+            }
+        } else {
+            for (int j = 0; j < bs; j++) {
+                codes[first + (long long)j * inner] =
+                    (unsigned char)mxk_elem_code(mxk_load_f32bits<IN>(x, first + (long long)j * inner), mk, k, c);
+            }
+        }
+        scales[(o * nblk + blk) * inner + i] = (unsigned char)b;
+    }
+}
+
+// ---- fast: last axis, block 32, 8 elements per thread ----------------------------------------------
+
+#define MXK_Q_UNROLL 4
+
+template <int IN>
+__device__ __forceinline__ void mxk_load8(const void* __restrict__ x, long long chunk, mxk_u32 v[8]) {
+    if (IN == MXK_IN_F32) {
+        const uint4* p = (const uint4*)x + 2 * chunk;
+        uint4 a = p[0], b = p[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+        uint4 a = ((const uint4*)x)[chunk];
+        mxk_u32 w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (IN == MXK_IN_BF16) {
+                v[2 * j] = mxk_bf16_to_f32bits(w[j] & 0xFFFFu);
+                v[2 * j + 1] = mxk_bf16_to_f32bits(w[j] >> 16);
+            } else {
+                v[2 * j] = mxk_f16_to_f32bits(w[j] & 0xFFFFu);
+                v[2 * j + 1] = mxk_f16_to_f32bits(w[j] >> 16);
+            }
+        }
+    }
+}
+
+template <int IN, int ELEM>
+__global__ void __launch_bounds__(256) mx_quantize_fast(const void* __restrict__ x,
+                                                        unsigned char* __restrict__ codes,
+                                                        unsigned char* __restrict__ scales,
+                                                        long long nchunks, int flags) {
+    MxkConv c = mxk_unpack_conv(flags);
+    c.elem = ELEM;                                   // a compile-time constant from here on
+    // FP8 codes take the generic encoder (more registers): 2 chunks in flight instead of 4
+    constexpr int U = (ELEM == MXK_ELEM_E2M1) ? MXK_Q_UNROLL : 2;
+    const long long step = (long long)blockDim.x * U;
+    for (long long base = (long long)blockIdx.x * step; base < nchunks; base += (long long)gridDim.x * step) {
+        mxk_u32 v[U][8];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
+            if (ch < nchunks) {
+                mxk_load8<IN>(x, ch, v[u]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++) v[u][j] = 0;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
+            mxk_u32 amax = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                mxk_u32 key = mxk_amax_key(v[u][j], c);
+                amax = key > amax ? key : amax;
+            }
+            // the 4 lanes of a block are 4 consecutive lanes (chunk indices 4m .. 4m+3)
+            mxk_u32 o1 = __shfl_xor_sync(0xFFFFFFFFu, amax, 1);
+            amax = o1 > amax ? o1 : amax;
+            mxk_u32 o2 = __shfl_xor_sync(0xFFFFFFFFu, amax, 2);
+            amax = o2 > amax ? o2 : amax;
+            if (ch >= nchunks) continue;             // after the shuffles: whole groups skip together
+            const mxk_u32 b = mxk_scale_byte(amax, c);
+            if (ELEM == MXK_ELEM_E2M1) {
+                const mxk_u32 word = mxk_e2m1_chunk8(v[u], b, c);
+                ((mxk_u32*)codes)[ch] = word;
+            } else {
+                int k;
+                const int mk = mxk_multiplier(b, c, &k);
+                mxk_u32 w0 = 0, w1 = 0;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    w0 |= mxk_elem_code(v[u][j], mk, k, c) << (8 * j);
+                    w1 |= mxk_elem_code(v[u][j + 4], mk, k, c) << (8 * j);
+                }
+                ((uint2*)codes)[ch] = make_uint2(w0, w1);
+            }
+            if ((threadIdx.x & 3) == 0) scales[ch >> 2] = (unsigned char)b;
+        }
+    }
+}
+
+// Explicit instantiations: the loader asks for these names (name expressions), and the CPU compile
+// test sees every variant.
+template __global__ void mx_quantize_naive<MXK_IN_F32>(const void*, unsigned char*, unsigned char*, long long, long long, long long, int, int);
+template __global__ void mx_quantize_naive<MXK_IN_F16>(const void*, unsigned char*, unsigned char*, long long, long long, long long, int, int);
+template __global__ void mx_quantize_naive<MXK_IN_BF16>(const void*, unsigned char*, unsigned char*, long long, long long, long long, int, int);
+template __global__ void mx_quantize_fast<MXK_IN_F32, MXK_ELEM_E2M1>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_F16, MXK_ELEM_E2M1>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_BF16, MXK_ELEM_E2M1>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_F32, MXK_ELEM_E4M3>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_F16, MXK_ELEM_E4M3>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_BF16, MXK_ELEM_E4M3>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_F32, MXK_ELEM_E5M2>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_F16, MXK_ELEM_E5M2>(const void*, unsigned char*, unsigned char*, long long, int);
+template __global__ void mx_quantize_fast<MXK_IN_BF16, MXK_ELEM_E5M2>(const void*, unsigned char*, unsigned char*, long long, int);

@@ -1,0 +1,163 @@
+// route.cu -- MoE routing: router logits (T, E) -> top-k weights float32 (T, k), ids int32 (T, k).
+//
+// Computes mxfp4ref.moe.routing.route bit for bit (spec/11-routing.md):
+//   selection on the float32 logits (exact comparisons; equal logits -> lower expert id first;
+//   -0.0 == 0.0), k rounds of a warp arg-max;
+//   weights in float64 with the spec's order of operations: m = row max, e_i = exp(x_i - m);
+//   sums strictly left to right in ascending EXPERT ID order (over the k selected, or over all E for
+//   softmax without renormalization); one division; one rounding to float32 (integer RNE, so
+//   -ftz=true cannot flush a subnormal weight). Sigmoid: s_i = 1 / (1 + exp(-x_i)).
+//   Only exp is not IEEE-exact: CUDA's double exp and NumPy's may differ in the last float64 bit,
+//   which changes the float32 weight only if it lies within ~1e-16 relative of a rounding boundary.
+// Output order: order_id = 0 -> selection order (descending logit, ties by id); 1 -> ascending id.
+// A non-finite logit sets *bad (the launcher raises ValueError, as the spec does).
+//
+// Layout: logits C-contiguous (T, E) float32 / float16 / bfloat16 (bits); outputs C-contiguous.
+// Kernel mx_route<IN, PL>: one warp per token, lane l holds logits l, l+32, ... (PL per lane,
+// E <= 32*PL), grid-stride over tokens; launch 256 threads (8 tokens per block in flight).
+#include "mx_common.cuh"
+
+#define MXK_SCORE_SOFTMAX 0
+#define MXK_SCORE_TOPK_SOFTMAX 1
+#define MXK_SCORE_SIGMOID 2
+
+__device__ __forceinline__ double mxk_shfl_f64(double v, int src) {
+    long long b = __double_as_longlong(v);
+    int lo = __shfl_sync(0xFFFFFFFFu, (int)(b & 0xFFFFFFFF), src);
+    int hi = __shfl_sync(0xFFFFFFFFu, (int)(b >> 32), src);
+    return __longlong_as_double(((long long)hi << 32) | (unsigned int)lo);
+}
+
+template <int IN>
+__device__ __forceinline__ float mxk_logit(const void* p, long long i) {
+    mxk_u32 b;
+    if (IN == 0) b = ((const mxk_u32*)p)[i];
+    else if (IN == 1) b = mxk_f16_to_f32bits(((const unsigned short*)p)[i]);
+    else b = mxk_bf16_to_f32bits(((const unsigned short*)p)[i]);
+    return __uint_as_float(b);
+}
+
+// Sum over the k selected slots (lane j < k holds value v and expert id), in ascending id order.
+__device__ __forceinline__ double mxk_sum_by_id(double v, int id, int k, int lane) {
+    double acc = 0.0;
+    int prev = -1;
+    for (int r = 0; r < k; r++) {
+        int cand = (lane < k && id > prev) ? id : 0x7FFFFFFF;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            int other = __shfl_xor_sync(0xFFFFFFFFu, cand, o);
+            cand = other < cand ? other : cand;
+        }
+        unsigned int holder = __ballot_sync(0xFFFFFFFFu, lane < k && id == cand);
+        double e = mxk_shfl_f64(v, __ffs(holder) - 1);
+        acc = acc + e;
+        prev = cand;
+    }
+    return acc;
+}
+
+template <int IN, int PL>
+__global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits, int T, int E, int k,
+                                                int scoring, int renormalize, int order_id,
+                                                float* __restrict__ weights, int* __restrict__ ids,
+                                                int* __restrict__ bad) {
+    const int lane = threadIdx.x & 31;
+    const int warps_per_block = blockDim.x >> 5;
+    for (long long t = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5); t < T;
+         t += (long long)gridDim.x * warps_per_block) {
+        const long long row = t * E;
+        float v[PL];
+        bool nonfinite = false;
+#pragma unroll
+        for (int p = 0; p < PL; p++) {
+            const int e = p * 32 + lane;
+            v[p] = (e < E) ? mxk_logit<IN>(logits, row + e) : 0.0f;
+            if (e < E && ((__float_as_uint(v[p]) & 0x7F800000u) == 0x7F800000u)) nonfinite = true;
+        }
+        if (__any_sync(0xFFFFFFFFu, nonfinite)) {
+            if (lane == 0) atomicOr(bad, 1);
+        }
+        // ---- selection: k rounds of arg-max, ties to the lower id
+        unsigned int taken = 0;       // bit p: my element p already selected
+        float my_v = 0.0f;            // lane r holds the r-th selection
+        int my_id = 0x7FFFFFFF;
+        for (int r = 0; r < k; r++) {
+            bool has = false;
+            float bv = 0.0f;
+            int bi = 0x7FFFFFFF;
+#pragma unroll
+            for (int p = 0; p < PL; p++) {
+                const int e = p * 32 + lane;
+                if (e < E && !((taken >> p) & 1u) && (!has || v[p] > bv)) {
+                    has = true;
+                    bv = v[p];
+                    bi = e;
+                }
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(0xFFFFFFFFu, bv, o);
+                const int oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
+                const bool ohas = oi != 0x7FFFFFFF;
+                if (ohas && (!has || ov > bv || (ov == bv && oi < bi))) {
+                    has = true;
+                    bv = ov;
+                    bi = oi;
+                }
+            }
+            if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+            if (lane == r) {
+                my_v = bv;
+                my_id = bi;
+            }
+        }
+        // ---- weights in float64
+        const float row_max = __shfl_sync(0xFFFFFFFFu, my_v, 0);       // the first selection
+        double w;
+        if (scoring == MXK_SCORE_SIGMOID) {
+            const double s = 1.0 / (1.0 + exp(-(double)my_v));
+            w = renormalize ? s / mxk_sum_by_id(s, my_id, k, lane) : s;
+        } else {
+            const double m = (double)row_max;
+            const double e = exp((double)my_v - m);
+            if (scoring == MXK_SCORE_TOPK_SOFTMAX || renormalize) {
+                w = e / mxk_sum_by_id(e, my_id, k, lane);
+            } else {
+                double acc = 0.0;                       // all E, ascending id, left to right
+                for (int p = 0; p < PL; p++) {
+                    for (int src = 0; src < 32; src++) {
+                        const float x = __shfl_sync(0xFFFFFFFFu, v[p], src);
+                        if (p * 32 + src < E) acc = acc + exp((double)x - m);
+                    }
+                }
+                w = e / acc;
+            }
+        }
+        // ---- output slot
+        int slot = lane;
+        if (order_id) {
+            slot = 0;
+            for (int r = 0; r < k; r++) {
+                const int o = __shfl_sync(0xFFFFFFFFu, my_id, r);
+                slot += (o < my_id);
+            }
+        }
+        if (lane < k) {
+            weights[t * k + slot] = __uint_as_float(mxk_f64_to_f32bits_rne(w));
+            ids[t * k + slot] = my_id;
+        }
+    }
+}
+
+template __global__ void mx_route<0, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<0, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<0, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<0, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<1, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<1, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<1, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<1, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<2, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<2, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<2, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route<2, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);

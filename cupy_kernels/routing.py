@@ -1,0 +1,74 @@
+"""GPU MoE routing with the spec's name and signature: route (kernels/route.cu).
+
+``route(router_logits, top_k, *, renormalize=True, scoring="softmax", order="weight")`` returns
+(topk_weights float32 (T, k), topk_ids int32 (T, k)) as CuPy arrays, equal bit for bit to
+:func:`mxfp4ref.moe.routing.route` (selection on exact logits, ties to the lower id; weights in
+float64 in the spec's order of operations, rounded once; see kernels/route.cu for the one caveat,
+exp). router_logits: GPU float32 / float16 / bfloat16 (uint16 bits with dtype='bfloat16').
+GPU limits: num_experts <= 256, top_k <= 32 (ValueError beyond). Non-finite logits: ValueError,
+as in the spec (the check costs one device-to-host read; ``check=False`` skips it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._args import float_input, grid_for
+from ._loader import cupy, get_kernel
+
+KERNEL_FILE = "route.cu"
+_PL = (1, 2, 4, 8)
+NAMES = tuple(f"mx_route<{i}, {p}>" for i in range(3) for p in _PL)
+_IN = {"float32": 0, "float16": 1, "bfloat16": 2}
+_SCORING = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}
+MAX_EXPERTS = 32 * _PL[-1]
+MAX_TOP_K = 32
+THREADS = 256
+
+
+def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str = "softmax",
+          order: str = "weight", dtype=None, check: bool = True):
+    """(topk_weights, topk_ids) of mxfp4ref.moe.routing.route, computed on the GPU."""
+    from mxfp4ref._checks import check_choice
+    cp = cupy()
+    x, in_dtype = float_input(router_logits, "router_logits", dtype)
+    if x.ndim != 2:
+        raise ValueError(f"router_logits: expected shape (num_tokens, num_experts), got shape {x.shape}")
+    T, E = x.shape
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool):
+        raise TypeError(f"top_k: expected an int, got {type(top_k).__name__}")
+    if not 1 <= top_k <= E:
+        raise ValueError(f"top_k: expected 1 <= top_k <= num_experts ({E}), got {top_k}")
+    check_choice(scoring, "scoring", list(_SCORING))
+    check_choice(order, "order", ["weight", "id"])
+    if not isinstance(renormalize, (bool, np.bool_)):
+        raise TypeError(f"renormalize: expected a bool, got {type(renormalize).__name__}")
+    if scoring == "topk_softmax" and not renormalize:
+        raise ValueError("renormalize: scoring='topk_softmax' always sums to 1 over the k slots; "
+                         "renormalize=False has no meaning there (use scoring='softmax')")
+    if E > MAX_EXPERTS:
+        raise ValueError(f"router_logits: the GPU kernel supports num_experts <= {MAX_EXPERTS}, got {E}")
+    if top_k > MAX_TOP_K:
+        raise ValueError(f"top_k: the GPU kernel supports top_k <= {MAX_TOP_K}, got {top_k}")
+    with x.device:
+        weights = cp.empty((T, top_k), cp.float32)
+        ids = cp.empty((T, top_k), cp.int32)
+        bad = cp.zeros((1,), cp.int32)
+        launch(x, in_dtype, int(top_k), _SCORING[scoring], bool(renormalize), order == "id",
+               weights, ids, bad)
+        if check and int(bad.get()[0]):
+            raise ValueError("router_logits: expected finite values, got NaN or +-inf")
+    return weights, ids
+
+
+def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_id: bool,
+           weights, ids, bad) -> None:
+    """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs)."""
+    T, E = x.shape
+    if T == 0:
+        return
+    pl = next(p for p in _PL if 32 * p >= E)
+    k = get_kernel(KERNEL_FILE, f"mx_route<{_IN[in_dtype]}, {pl}>", NAMES)
+    warps = THREADS // 32
+    k((grid_for(T, warps, cap=1 << 16),), (THREADS,),
+      (x, np.int32(T), np.int32(E), np.int32(top_k), np.int32(scoring), np.int32(renormalize),
+       np.int32(order_id), weights, ids, bad))

@@ -1,0 +1,126 @@
+"""GPU: cupy_kernels.route / align_block_size equal mxfp4ref.route / align_block_size bit for bit.
+
+Weights are compared as float32 bit patterns, ids and alignment arrays exactly. Logits are drawn
+tie-heavy (few distinct values) as well as continuous. Marked gpu.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import mxfp4ref
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cp():
+    import cupy
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def ck():
+    import cupy_kernels
+    return cupy_kernels
+
+
+def logits(rng, T, E, kind):
+    if kind == "ties":
+        return rng.integers(-3, 4, (T, E)).astype(np.float32) * np.float32(0.5)
+    if kind == "wide":
+        return (rng.standard_normal((T, E)) * 30).astype(np.float32)
+    return rng.standard_normal((T, E)).astype(np.float32)
+
+
+def check_route(cp, ck, x_np, x_gpu, k, dtype=None, **kw):
+    w_want, i_want = mxfp4ref.route(x_np, k, **kw)
+    w, i = ck.route(x_gpu, k, dtype=dtype, **kw)
+    w, i = w.get(), i.get()
+    assert np.array_equal(i, i_want), f"ids differ at {np.argwhere(i != i_want)[:3]}"
+    bad = np.argwhere(w.view(np.uint32) != w_want.view(np.uint32))
+    assert bad.size == 0, f"{len(bad)} weights differ, first {bad[0]}: {w[tuple(bad[0])]!r} vs {w_want[tuple(bad[0])]!r}"
+
+
+@pytest.mark.parametrize("order", ["weight", "id"])
+@pytest.mark.parametrize("scoring,renormalize", [("softmax", True), ("softmax", False),
+                                                 ("topk_softmax", True), ("sigmoid", True),
+                                                 ("sigmoid", False)])
+@pytest.mark.parametrize("E,k", [(8, 2), (32, 4), (128, 4), (200, 8), (256, 32)])
+def test_route_equals_spec(cp, ck, E, k, scoring, renormalize, order):
+    rng = np.random.default_rng(E * 100 + k)
+    for kind in ("ties", "normal", "wide"):
+        x = logits(rng, 300, E, kind)
+        check_route(cp, ck, x, cp.asarray(x), k, scoring=scoring, renormalize=renormalize, order=order)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_route_half_inputs(cp, ck, dtype):
+    rng = np.random.default_rng(4)
+    x32 = logits(rng, 1000, 128, "normal")
+    if dtype == "bfloat16":
+        x = x32.astype(ml_dtypes.bfloat16)
+        check_route(cp, ck, x, cp.asarray(x.view(np.uint16)), 4, dtype="bfloat16")
+    else:
+        x = x32.astype(np.float16)
+        check_route(cp, ck, x, cp.asarray(x), 4)
+
+
+def test_route_gpt_oss_batch(cp, ck):
+    """16384 tokens, 128 experts, top-4, the shape of the benchmark."""
+    rng = np.random.default_rng(8)
+    x = logits(rng, 16384, 128, "normal")
+    check_route(cp, ck, x, cp.asarray(x), 4)
+    check_route(cp, ck, x, cp.asarray(x), 4, scoring="topk_softmax", order="id")
+
+
+def test_route_bad_input(cp, ck):
+    x = cp.zeros((4, 8), cp.float32)
+    x[1, 3] = cp.nan
+    with pytest.raises(ValueError, match="finite"):
+        ck.route(x, 2)
+    with pytest.raises(ValueError, match="top_k"):
+        ck.route(cp.zeros((4, 8), cp.float32), 9)
+    with pytest.raises(ValueError, match="num_experts"):
+        ck.route(cp.zeros((4, 300), cp.float32), 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        ck.route(cp.zeros((4, 16), cp.float32)[:, ::2], 2)
+
+
+def check_align(cp, ck, ids_np, bs, E, emap=None, **kw):
+    want = mxfp4ref.align_block_size(ids_np, bs, E, emap, **kw)
+    got = ck.align_block_size(cp.asarray(ids_np), bs, E, None if emap is None else cp.asarray(emap), **kw)
+    for name, g, w in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_padded"), got, want):
+        g = g.get()
+        assert g.shape == w.shape, f"{name}: shape {g.shape} vs {w.shape}"
+        bad = np.flatnonzero(g != w)
+        assert bad.size == 0, f"{name}: {bad.size} entries differ, first at {bad[0]}: {g[bad[0]]} vs {w[bad[0]]}"
+
+
+@pytest.mark.parametrize("idt", [np.int32, np.int64])
+@pytest.mark.parametrize("T,k,E,bs", [(1, 1, 8, 16), (3, 2, 8, 4), (7, 4, 128, 16), (333, 4, 32, 64),
+                                      (1000, 8, 256, 128), (5000, 4, 128, 64), (16384, 4, 128, 64),
+                                      (100, 6, 1000, 16)])
+def test_align_equals_spec(cp, ck, T, k, E, bs, idt):
+    rng = np.random.default_rng(T + E)
+    ids = rng.integers(0, E, (T, k)).astype(idt)
+    check_align(cp, ck, ids, bs, E)
+    skewed = np.minimum(rng.geometric(0.3, (T, k)) - 1, E - 1).astype(idt)   # few hot experts
+    check_align(cp, ck, skewed, bs, E, pad_sorted_ids=True)
+
+
+def test_align_with_expert_map(cp, ck):
+    rng = np.random.default_rng(2)
+    E = 128
+    ids = rng.integers(0, E, (2048, 4)).astype(np.int32)
+    for ep_rank in (0, 3):
+        emap = mxfp4ref.make_expert_map(E, 4, ep_rank)
+        check_align(cp, ck, ids, 64, E, emap)
+
+
+def test_align_bad_ids(cp, ck):
+    with pytest.raises(ValueError, match="topk_ids"):
+        ck.align_block_size(cp.asarray(np.array([[0, 9]], np.int32)), 16, 8)
+    with pytest.raises(TypeError, match="topk_ids"):
+        ck.align_block_size(cp.zeros((2, 2), cp.float32), 16, 8)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One device round for cupy_kernels (run by the `device` tool from the repo root, carry .peers .whl):
+#   1. environment (GPU, CuPy, torch, triton)       -> $OUT/env.txt
+#   2. GPU tests (pytest -m gpu)                    -> $OUT/gpu_tests.log
+#   3. compute-sanitizer memcheck + racecheck       -> $OUT/sanitizer.log
+#   4. python -m cupy_kernels.bench (+ peer)        -> $OUT/bench.txt, $OUT/bench.json
+# Usage: tools/device_check.sh [tests|sanitize|bench ...]  (default: all four). Extra pytest
+# arguments: PYTEST_ARGS="-k quantize". Each step is time-limited; the script always runs to the end.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/device_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+STEPS=${*:-"env tests sanitize bench"}
+
+if ! python3 -c "import pytest" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+for step in $STEPS; do
+  case $step in
+  env)
+    { nvidia-smi; python3 -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)";
+      python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)";
+      python3 -c "import ml_dtypes, pytest; print('ml_dtypes', ml_dtypes.__version__, 'pytest', pytest.__version__)";
+      nvcc --version | tail -1; which compute-sanitizer; } > "$OUT/env.txt" 2>&1
+    tail -5 "$OUT/env.txt" ;;
+  tests)
+    timeout 900 python3 -m pytest -q -m gpu -p no:cacheprovider ${PYTEST_ARGS:-} \
+        tests/test_gpu_quantize.py tests/test_gpu_routing.py $(ls tests/test_gpu_fused_moe.py 2>/dev/null) \
+        > "$OUT/gpu_tests.log" 2>&1
+    echo "gpu tests rc=$?"; tail -25 "$OUT/gpu_tests.log" ;;
+  sanitize)
+    { for tool in memcheck racecheck; do
+        echo "== compute-sanitizer --tool $tool"
+        timeout 300 compute-sanitizer --tool $tool --error-exitcode 99 python3 tools/sanitize_kernels.py
+        echo "rc=$?"
+      done; } > "$OUT/sanitizer.log" 2>&1
+    grep -E "^==|rc=|ERROR SUMMARY|RACECHECK SUMMARY|values" "$OUT/sanitizer.log" ;;
+  bench)
+    timeout 600 python3 -m cupy_kernels.bench --peers .peers/tk --json "$OUT/bench.json" \
+        --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
+    echo "bench rc=$?"; tail -30 "$OUT/bench.txt" ;;
+  esac
+done

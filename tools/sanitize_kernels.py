@@ -1,0 +1,53 @@
+"""Run every kernel of cupy_kernels once at a small size (for compute-sanitizer memcheck / racecheck).
+
+    compute-sanitizer --tool memcheck python3 tools/sanitize_kernels.py
+Shapes are chosen so that partial grid-stride iterations, odd block counts and padding occur.
+Exits non-zero if any result differs from the spec (so a sanitizer run also checks values).
+"""
+import sys
+
+import ml_dtypes
+import numpy as np
+
+import cupy as cp
+import cupy_kernels as ck
+import mxfp4ref
+
+
+def main():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((37, 96)) * 4).astype(np.float32)
+    ok = True
+    for dt in (np.float32, np.float16, ml_dtypes.bfloat16):
+        xd = x.astype(dt)
+        xg = cp.asarray(xd.view(np.uint16)) if dt == ml_dtypes.bfloat16 else cp.asarray(xd)
+        dtype = "bfloat16" if dt == ml_dtypes.bfloat16 else None
+        want = mxfp4ref.quantize(xd, preset="ocp")
+        for naive in (False, True):
+            q = ck.quantize(xg, preset="ocp", dtype=dtype, naive=naive)
+            ok &= np.array_equal(q.packed.get(), want.packed) and np.array_equal(q.scales.get(), want.scales)
+            q8 = ck.quantize_mxfp8(xg, dtype=dtype, naive=naive)
+            w8 = mxfp4ref.quantize_mxfp8(xd)
+            ok &= np.array_equal(q8.data.get(), w8.data)
+    q = ck.quantize(cp.asarray(x), axis=0)
+    for out in ("float32", "bfloat16"):
+        for naive in (False, True):
+            y = ck.dequantize(q.packed, q.scales, axis=0, dtype=out, naive=naive)
+            ref = mxfp4ref.dequantize(q.packed.get(), q.scales.get(), axis=0,
+                                      dtype=np.float32 if out == "float32" else ml_dtypes.bfloat16)
+            ok &= np.array_equal(y.get().view(np.uint8), ref.view(np.uint8))
+    logits = rng.standard_normal((77, 40)).astype(np.float32)
+    w, i = ck.route(cp.asarray(logits), 4)
+    ww, iw = mxfp4ref.route(logits, 4)
+    ok &= np.array_equal(i.get(), iw) and np.array_equal(w.get().view(np.uint32), ww.view(np.uint32))
+    ids = rng.integers(0, 40, (77, 4)).astype(np.int32)
+    got = ck.align_block_size(cp.asarray(ids), 16, 40)
+    want = mxfp4ref.align_block_size(ids, 16, 40)
+    ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
+    cp.cuda.Device().synchronize()
+    print("sanitize_kernels: values", "OK" if ok else "DIFFER")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
