@@ -148,3 +148,35 @@ def test_preset_errors():
         quantize(x, preset="microxcaling", rounding="rne")
     t = quantize(x, preset="quark", scale_rule="even", rounding="rne")   # agreeing is fine
     assert t.config == PRESETS["quark"].config
+
+
+from hypothesis import given, settings, strategies as st            # noqa: E402
+
+
+@settings(max_examples=120, deadline=None)
+@given(bits=st.lists(st.integers(0, 2**32 - 1), min_size=64, max_size=64),
+       name=st.sampled_from(sorted(PRESETS)))
+def test_edge_fields_only_act_on_edge_blocks(bits, name):
+    """Arbitrary float32 bit patterns: a block that is finite with amax in [2^-100, 2^100] gets
+    the plain rule's bytes under every preset; a NaN block under PROPAGATE + NAN_SCALE gets 0xFF."""
+    x = np.array(bits, np.uint32).view(np.float32).reshape(2, 32)
+    with np.errstate(invalid="ignore"):
+        t = quantize(x, preset=name)
+    cfg = PRESETS[name].config
+    codes = unpack_fp4(t.packed)
+    assert t.scales.shape == (2, 1) and codes.max() <= 15
+    plain_rounding = cfg.rounding.value if cfg.rounding.value != "mx-nearest" else "away"
+    for r in range(2):
+        row = x[r]
+        amax = np.abs(row).max()
+        if np.isfinite(row).all() and 2.0 ** -100 <= amax < 2.0 ** 100:
+            p = quantize(row, scale_rule=cfg.scale_rule.value, rounding=plain_rounding)
+            if cfg.log2.value == "exact":
+                assert t.scales[r, 0] == p.scales[0]
+            else:                                  # float32 log2: one binade up just below 2^k
+                assert t.scales[r, 0] - p.scales[0] in (0, 1)
+            if cfg.rounding.value != "mx-nearest" and cfg.log2.value == "exact":
+                assert np.array_equal(codes[r], unpack_fp4(p.packed))
+        if np.isnan(row).any() and cfg.amax_nan.value == "propagate" \
+                and cfg.nonfinite.value == "nan-scale":
+            assert t.scales[r, 0] == 0xFF
