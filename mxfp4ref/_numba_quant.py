@@ -145,25 +145,12 @@ def _tables(elem: ElemFormat, rounding: Rounding):
 
 
 @njit(cache=True, inline="always")
-def _search_left(a, v):
-    """np.searchsorted(a, v, side='left'): number of entries < v."""
+def _searchsorted(a, v, right):
+    """np.searchsorted(a, v, side='right' if right else 'left'): entries < v (or <= v)."""
     lo, hi = 0, a.shape[0]
     while lo < hi:
         mid = (lo + hi) >> 1
-        if a[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, inline="always")
-def _search_right(a, v):
-    """np.searchsorted(a, v, side='right'): number of entries <= v."""
-    lo, hi = 0, a.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= v:
+        if a[mid] < v or (right and a[mid] == v):
             lo = mid + 1
         else:
             hi = mid
@@ -265,7 +252,7 @@ def _count_passed(m, thr, up):
 def _mx_nearest_code(m, grid):
     """rounding._mx_nearest for one non-negative float64 magnitude (no NaN)."""
     top = grid.shape[0] - 1
-    below = _search_right(grid, m) - 1
+    below = _searchsorted(grid, m, True) - 1
     if below > top - 1:
         below = top - 1
     q = grid[below + 1] - grid[below]
@@ -273,7 +260,7 @@ def _mx_nearest_code(m, grid):
     r = np.float64(np.floor(t + np.float32(0.5))) * q
     if r > grid[top]:
         r = grid[top]
-    return _search_left(grid, r)
+    return _searchsorted(grid, r, False)
 
 
 @njit(cache=True, inline="always")
