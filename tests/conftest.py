@@ -1,5 +1,11 @@
 """Shared test fixtures. GPU tests carry ``@pytest.mark.gpu`` and skip cleanly without a device."""
-import pytest
+import os
+
+# The spec's matrix products are small; a multithreaded BLAS on a loaded 2-core machine makes them
+# ~100x slower. Set before NumPy first loads OpenBLAS (conftest is imported before test modules).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 
 def _have_gpu() -> bool:
