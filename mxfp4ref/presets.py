@@ -6,6 +6,8 @@ spec/04-presets.md, and each row of that table is a test in tests/test_presets.p
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .config import (AmaxNaN, Descale, EdgeMultiplier, EvenOverflow, Log2, NanCode, NonFinite, QuantConfig,
                      SubnormalDescale)
 from .rounding import Rounding
@@ -76,6 +78,15 @@ TRITON_ROUND_DOWN = Preset(
     "DequantScaleRoundingMode.ROUND_DOWN: D = amax/4, byte = exponent field of D (the OCP byte); "
     "byte-0 (amax < 2^-124) and 0xFF blocks are multiplied by 0.")
 
+TRITON_ROUND_UP_LEGACY = Preset(
+    "triton-round-up-legacy",
+    dataclasses.replace(TRITON_ROUND_UP.config, rounding=Rounding.AWAY),
+    "triton-lang/triton: python/triton_kernels/triton_kernels/numerics_details/mxfp.py::"
+    "downcast_to_mxfp_torch, versions before the RTNE rewrite (the vLLM-era copy checked here; "
+    "its kernel mxfp_details/_downcast_to_mxfp.py rounds 'with tie breaking up')",
+    "As triton-round-up, but element ties round away from zero (add one at the first dropped "
+    "bit, then truncate).")
+
 MICROXCALING = Preset(
     "microxcaling",
     QuantConfig(scale_rule=ScaleRule.FLOOR, rounding=Rounding.MX_NEAREST, amax_nan=AmaxNaN.PROPAGATE,
@@ -115,7 +126,7 @@ FLASHINFER = Preset(
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     OCP, TORCHAO_FLOOR, TORCHAO_CEIL, TORCHAO_EVEN, TORCHAO_RCEIL, TRITON_ROUND_UP,
-    TRITON_ROUND_DOWN, MICROXCALING, QUARK, FLASHINFER)}
+    TRITON_ROUND_DOWN, TRITON_ROUND_UP_LEGACY, MICROXCALING, QUARK, FLASHINFER)}
 
 
 def get_preset(name) -> Preset:

@@ -65,6 +65,11 @@ EXPECTED = {
         "subnormal-descale": (0, [0, 0], 0), "huge": (252, [7, 4, 0], 0),
         "nan": (255, [7, 0, 0, 8], 0), "inf": (255, [GEN_NAN_SIGN | 7, 0, 0], 0),
         "ties": (127, [7, 6, 6, 4, 4, 2, 2, 0, 8, 8, 1], 0)},
+    "triton-round-up-legacy": {
+        "zero": (0, [0], 0), "neg-zero": (0, [8] * 32, 0), "tiny": (1, [5, 2], 0),
+        "subnormal-descale": (1, [2, 1], 0), "huge": (253, [6, 2, 0], 0),
+        "nan": (0, [7, 0, 0, 8], 0), "inf": (255, [GEN_NAN_SIGN | 7, 0, 0], 0),
+        "ties": (127, [7, 7, 6, 5, 4, 3, 2, 1, 9, 8, 1], 0)},
     "microxcaling": {
         "zero": (0, [0], 0), "neg-zero": (0, [0] * 32, 0), "tiny": (0, [7, 4], 0),
         "subnormal-descale": (0, [4, 2], 0), "huge": (252, [7, 4, 0], 0),
