@@ -190,16 +190,6 @@ def test_offset_map_agrees_with_to_kernel_layout():
         assert np.array_equal(kw.w13_weight_scale.reshape(-1)[where], w.w13_weight_scale[0])
 
 
-@pytest.mark.slow
-def test_spec_chapter_examples():
-    """spec/30-layouts.md's >>> examples run and print what the text says (doctest)."""
-    import doctest
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parent.parent / "spec" / "30-layouts.md"
-    result = doctest.testfile(str(path), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 10
-
-
 # ---- the closed-form rules written in the module docstrings / spec/30, checked element by element ----
 def _offsets(backend, tensor, H, I):
     from mxfp4ref.layouts.explain import offset_map
