@@ -50,5 +50,8 @@ def encode_e2m1(x: np.ndarray, rounding: str | Rounding = "rne") -> np.ndarray:
         raise ValueError("x: E2M1 has no NaN; got NaN in the input (quantize() defines per preset "
                          "what a NaN element becomes)")
     mag_code = round_magnitude(np.abs(x64), E2M1_GRID, rnd)
-    return (mag_code | (sign_bits(x) << 3)).astype(np.uint8)
+    sign = sign_bits(x)
+    if rnd is Rounding.MX_NEAREST:
+        sign = np.where(x64 == 0, 0, sign)           # torch.sign(+-0.0) == 0
+    return (mag_code | (sign << 3)).astype(np.uint8)
 

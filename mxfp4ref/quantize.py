@@ -105,7 +105,7 @@ def quantize(x: np.ndarray, axis: int = -1, *, scale_rule=None, rounding=None,
 
     x: float16 / bfloat16 / float32 / float64 (float64 only if exactly float32, see dtypes.py).
     scale_rule: 'floor' (default) | 'ceil' | 'even' | 'rceil'; rounding: 'rne' (default) | 'away'
-    | 'zero'; preset: a name from mxfp4ref.presets.PRESETS (fixes both plus every edge case).
+    | 'zero' | 'mx-nearest'; preset: a name from mxfp4ref.presets.PRESETS (fixes both plus every edge case).
     The length along ``axis`` must be a multiple of block_size (no implicit padding).
     """
     x32 = to_float32(x, "x")

@@ -145,3 +145,8 @@ def test_mx_nearest_differs_from_away_only_below_quarter_and_at_zero():
     diff = pts[mx != away]
     assert diff.view(np.uint32).tolist() == [0x3E7FFFFF]        # fl32(0.49999997 + 0.5) == 1
     assert mx[pts == diff[0]].tolist() == [1]
+
+
+def test_mx_nearest_through_encode_e2m1_drops_the_sign_of_exact_zeros_only():
+    x = np.array([-0.0, -0.1, np.float32(0.25) - np.float32(2.0**-26), 2.5], np.float32)
+    assert encode_e2m1(x, "mx-nearest").tolist() == [0, 8, 1, 5]
