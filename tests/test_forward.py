@@ -164,3 +164,20 @@ def test_bad_input():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="x: expected finite"):
         fused_moe(bad, w, tw, ti)
+
+
+def test_fast_float64_decode_equals_the_weights_decoding():
+    from mxfp4ref.moe.forward import dequantize64
+    rng = np.random.default_rng(4)
+    packed = rng.integers(0, 256, size=(64, 48), dtype=np.uint8)
+    scales = rng.integers(0, 253, size=(64, 3), dtype=np.uint8)     # 253, 254 can overflow float32
+    scales[0, 0], scales[1, 1], scales[2, 2] = 0, 0xFF, 252
+    w = MoEWeights(packed[None, :, :], scales[None], np.zeros((1, 96, 16), np.uint8),
+                   np.zeros((1, 96, 1), np.uint8))
+    ref = w.w13_dequantized(0).astype(np.float64)
+    got = dequantize64(packed, scales)
+    assert got.dtype == np.float64 and got.shape == (64, 96)
+    same = (got == ref) | (np.isnan(got) & np.isnan(ref))
+    assert same.all() and np.isnan(got[1, 32:64]).all()
+    num = ~np.isnan(ref)
+    assert (np.signbit(got[num]) == np.signbit(ref[num])).all()       # -0.0 codes stay -0.0
