@@ -42,7 +42,7 @@ OCP = Preset(
     "ocp", QuantConfig(),
     "OCP Microscaling Formats (MX) v1.0, section 6.3 (the specification itself; no code)",
     "FLOOR scale, RNE elements, saturating; a NaN/Inf amax gives the NaN scale 0xFF. The spec leaves"
-    " the zero block and NaN elements open; here: byte 0 and code 0x7 (with the NaN's sign).")
+    " the zero block and NaN elements open; here: byte 0, and every code of a 0xFF block is 0x7.")
 
 TORCHAO_FLOOR = Preset("torchao-floor", _torchao(ScaleRule.FLOOR), _TORCHAO_SRC,
                        "torchao to_mx(scaling_mode=ScaleCalculationMode.FLOOR), the to_mx default."
@@ -110,7 +110,9 @@ QUARK = Preset(
     "(the default QUARK_MXFP4_IMPL=hip path that vLLM's quant_dequant_mxfp4 emulation calls)",
     "EVEN scale, RNE elements; amax by __hmax (NaN ignored); exponent clamped to 127, so Inf or "
     "huge amax -> 0xFE; NaN/Inf elements -> +-6. Quark computes in the input dtype (bf16/fp16); the"
-    " codes equal this float32 computation for bf16 inputs.")
+    " codes equal this float32 computation for bf16 inputs. Not modelled: Quark outputs zeros for a"
+    " block whose amax is below 1.5*2^-127 (its log2(0) overflows to the scale 2^127), and float16"
+    " scale underflow; see spec/04-presets.md.")
 
 FLASHINFER = Preset(
     "flashinfer",
