@@ -3,8 +3,8 @@
     python -m cupy_kernels.bench_fused_moe [--models gpt-oss-120b,gpt-oss-20b] [--tokens 1,4,...]
                                            [--peers .peers] [--reps 50] [--json FILE]
 
-Per (model, tokens): our time (CUDA-graph replay of routing-free fused_moe with fixed top-k ids, or of
-moe_forward when cupy_kernels.routing exists; median of per-replay device-event times), triton_kernels'
+Per (model, tokens): our time (CUDA-graph replay of moe_forward = GPU routing + the fused layer; median of
+per-replay device-event times), triton_kernels'
 time (``.peers/bench_triton_kernels.py`` TritonKernelsLayer: routing + 2 matmul_ogs, graph replay,
 median), their ratio, and our fraction of the roofline: max(touched weight bytes / copy bandwidth,
 flops / bf16 matmul rate), both ceilings measured at the start of the run on this card.
@@ -87,15 +87,6 @@ def layer_bytes_per_expert(H, I):
     return (2 * I * H // 2 + 2 * I * H // 32 + H * I // 2 + H * I // 32) + 4 * (2 * I + H)
 
 
-def _inputs(dw, T, k, rng):
-    import cupy as cp
-    from mxfp4ref.moe.routing import route
-    x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
-    xb = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))            # truncation is fine here
-    tw, ids = route(rng.standard_normal((T, dw.num_experts)).astype(np.float32), k)
-    return xb, cp.asarray(tw), cp.asarray(ids), int(np.unique(ids).size)
-
-
 def _median_us(fn, reps, stream):
     import cupy as cp
     for _ in range(3):
@@ -111,27 +102,30 @@ def _median_us(fn, reps, stream):
 
 
 def time_ours(dw, T, k, rng, reps, config=None, breakdown=False):
-    """(median us of a CUDA-graph replay, touched experts, {kernel: us} if breakdown)."""
+    """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
+    {kernel: us} if breakdown)."""
     import cupy as cp
     from .fused_moe import MoEGraph, fused_moe
-    g = MoEGraph(dw, T, k, config=config)
-    xb, tw, ids, touched = _inputs(dw, T, k, rng)
-    g.x[...] = xb
-    g.topk_weights[...] = tw
-    g.topk_ids[...] = ids
+    g = MoEGraph(dw, T, k, config=config, routing=True)
+    x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
+    g.x[...] = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))      # truncation is fine here
+    g.router_logits[...] = cp.asarray(rng.standard_normal((T, dw.num_experts)).astype(np.float32))
     cp.cuda.get_current_stream().synchronize()
     s = g.stream
     us = _median_us(lambda: g.graph.launch(s), reps, s)
+    touched = int(np.unique(cp.asnumpy(g.workspace.route_ids)).size)
     parts = {}
     if breakdown:
         launches = []
         with s:
-            fused_moe(g.x, dw, g.topk_weights, g.topk_ids, config=config, workspace=g.workspace,
+            fused_moe(g.x, dw, g.workspace.route_w, g.workspace.route_ids, config=config, workspace=g.workspace,
                       _launches=launches)
             for name, run in launches:
                 parts[name] = _median_us(run, max(5, reps // 2), s)
     del g
     return us, touched, parts
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gpt-oss-120b,gpt-oss-20b")

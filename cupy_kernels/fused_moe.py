@@ -44,8 +44,15 @@ def _tiled_smem(rows, tokens, stages):
     return stages * (tokens * 320 + rows * 68)
 
 
+def _stream_smem(kp):
+    return 8 * (kp + 32) * 2
+
+
 CONFIGS = {
-    "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K: each weight byte read once per tile
+    # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
+    "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
+    "stream6": (64, 8, 128, _stream_smem),    # same, 6 superblocks in flight
+    "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
     # activations, weights and scales staged through shared memory by cp.async, 8 warps
@@ -78,20 +85,20 @@ def _module():
 
 
 _FUNCS = {}
+_SMEM_SET = {}
 
 
 def _kernel(name: str, smem: int = 0):
     f = _FUNCS.get(name)
     if f is None:
-        f = _module().get_function(name)
-        if smem > 48 * 1024:                 # opt in to more than 48 KB of dynamic shared memory
-            if hasattr(f, "max_dynamic_shared_size_bytes"):
-                f.max_dynamic_shared_size_bytes = smem
-            else:
-                drv = cp.cuda.driver
-                drv.funcSetAttribute(f.ptr, getattr(drv, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8),
-                                     smem)
-        _FUNCS[name] = f
+        f = _FUNCS[name] = _module().get_function(name)
+    if smem > 48 * 1024 and smem > _SMEM_SET.get(name, 0):   # opt in to > 48 KB of dynamic shared memory
+        if hasattr(f, "max_dynamic_shared_size_bytes"):
+            f.max_dynamic_shared_size_bytes = smem
+        else:
+            drv = cp.cuda.driver
+            drv.funcSetAttribute(f.ptr, getattr(drv, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8), smem)
+        _SMEM_SET[name] = smem
     return f
 
 
@@ -278,10 +285,10 @@ def choose_config(n_slots: int, num_experts: int) -> str:
     """Kernel configuration by the expected tokens per expert (host-side, no device data read)."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if per_expert <= 8:
-        return "decode"
+        return "stream"
     if per_expert <= 48:
-        return "mid"
-    return "tiled"
+        return "tiled32"
+    return "tiled256"
 
 
 class Workspace:
@@ -298,6 +305,7 @@ class Workspace:
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
         self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
         self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
+        self.route_w = self.route_ids = self.route_bad = None      # moe_forward's routing outputs
 
 
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
@@ -385,13 +393,14 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
             (r["w2_weight"], r["w2_weight_scale"], b2, inter, ws.local_ids, tw, i32(n), i32(H), i32(I), on_in, ws.y))
     else:
         rows13 = 2 * _round_up(I, 8)
+        sm1, sm2 = (smem(Hp), smem(Ip)) if callable(smem) else (smem, smem)
         add(f"moe_gemm1_{cfg}", ((rows13 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
             (dw.w13, dw.s13, dw.b13, xd, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter, i32(H), i32(Ip),
-             i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in), smem)
+             i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in), sm1)
         rows2 = _round_up(H, 16)
         add(f"moe_gemm2_{cfg}", ((rows2 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
             (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.y, i32(Ip), i32(H),
-             i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in), smem)
+             i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in), sm2)
     total = T * (H // 8)
     add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
     if _launches is not None:
@@ -403,13 +412,34 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
 
 
 def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = True, activation: str = "swigluoai",
-                workspace: Workspace | None = None, config: str | None = None):
-    """Routing + fused_moe (the monolithic path): softmax top-k routing on the GPU, then the layer."""
+                workspace: Workspace | None = None, config: str | None = None, logits_dtype=None):
+    """Routing + fused_moe (the monolithic path), all on the GPU with no host synchronisation.
+
+    Routing is cupy_kernels.routing (spec: mxfp4ref.moe.routing.route, scoring="softmax", order="weight",
+    bit-exact), launched into workspace buffers; router_logits (T, E) float32 / float16 / bf16 bits
+    (uint16 with logits_dtype="bfloat16"). Non-finite logits are not reported (that check would need a
+    device-to-host read); use cupy_kernels.route for checked routing."""
     _require_cupy()
-    from . import routing as _routing          # F1's routing kernel (spec: mxfp4ref.moe.routing.route)
-    topk_weights, topk_ids = _routing.route(router_logits, top_k, renormalize=renormalize)
-    return fused_moe(x, weights, topk_weights, topk_ids, activation=activation, workspace=workspace,
-                     config=config)
+    from . import routing as _routing
+    from ._args import float_input
+    dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights)
+    logits, in_dtype = float_input(router_logits, "router_logits", logits_dtype)
+    if logits.ndim != 2 or logits.shape[1] != dw.num_experts:
+        raise ValueError(f"router_logits: expected shape (num_tokens, {dw.num_experts}), got {tuple(logits.shape)}")
+    T = logits.shape[0]
+    if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(dw.num_experts, 32):
+        raise ValueError(f"top_k: expected an int in [1, {min(dw.num_experts, 32)}], got {top_k!r}")
+    cfg = config or choose_config(T * top_k, dw.num_experts)
+    ws = workspace
+    if ws is None or ws.key != (id(dw), T, top_k, CONFIGS[cfg][1]):
+        ws = Workspace(dw, T, top_k, CONFIGS[cfg][1])
+    if ws.route_w is None:
+        ws.route_w = cp.empty((T, top_k), cp.float32)
+        ws.route_ids = cp.empty((T, top_k), cp.int32)
+        ws.route_bad = cp.zeros((1,), cp.int32)
+    _routing.launch(logits, in_dtype, int(top_k), 0, bool(renormalize), False, ws.route_w, ws.route_ids,
+                    ws.route_bad)
+    return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg)
 
 
 def dequant_probe(words, scale_bytes):

@@ -131,16 +131,30 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
         if (l >= 0) atomicAdd(&cnt[l], 1);                        // integer counts: order-free
     }
     __syncthreads();
-    if (tid == 0) {
-        int off = 0, ntiles = 0;
-        for (int e = 0; e < e_local; ++e) {
-            int c = cnt[e];
-            for (int s = 0; s < c; s += bt) tiles[ntiles++] = make_int4(e, off + s, min(bt, c - s), 0);
-            run[e] = off;
-            off += c;
+    {                                             // exclusive scans of counts and tile counts (E <= 256)
+        __shared__ int wsum_c[8], wsum_t[8];
+        int c = 0, nt = 0, ic = 0, it = 0;
+        if (tid < SORT_MAX_E) {
+            if (tid < e_local) { c = cnt[tid]; nt = (c + bt - 1) / bt; }
+            ic = c; it = nt;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int yc = __shfl_up_sync(0xffffffffu, ic, o), yt = __shfl_up_sync(0xffffffffu, it, o);
+                if (lane >= o) { ic += yc; it += yt; }
+            }
+            if (lane == 31) { wsum_c[warp] = ic; wsum_t[warp] = it; }
         }
-        meta[0] = ntiles;
-        meta[1] = off;
+        __syncthreads();
+        if (tid < SORT_MAX_E) {
+            int oc = 0, ot = 0;
+            for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; }
+            const int ex_c = oc + ic - c, ex_t = ot + it - nt;
+            if (tid < e_local) {
+                run[tid] = ex_c;
+                for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
+            }
+            if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; }
+        }
     }
     __syncthreads();
     const unsigned lt_mask = (1u << lane) - 1u;
@@ -329,13 +343,18 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
                     dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
                 }
 #pragma unroll
+            for (int m = 0; m < MT; ++m) {                        // step 0 for every tile, then step 1
+                if (!mvalid[m]) continue;
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+            }
+#pragma unroll
             for (int m = 0; m < MT; ++m) {
                 if (!mvalid[m]) continue;
 #pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+                for (int n = 0; n < NT; ++n)
                     mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
-                }
             }
         }
 #pragma unroll
@@ -392,13 +411,6 @@ DEFINE_GEMM(decode, 2, 1, 8, 1, 1)     // 32 rows x 8 tokens, 8 warps split K: w
 DEFINE_GEMM(mid, 2, 4, 4, 1, 1)        // 32 rows x 32 tokens, 4 warps split K
 DEFINE_GEMM(large, 2, 8, 1, 4, 1)      // 128 rows x 64 tokens, 4 warps
 
-// ------------------------------------------------------------------------------------------------
-// Tiled variant for many tokens per expert: the tile's activation rows are gathered into shared memory
-// (and the block's weight rows and scales) by cp.async (ST superblocks of 128 k in flight, zero-filled past the tile / past K), weights
-// still stream from global memory straight into registers (16-byte loads, one superblock prefetched).
-// Row stride 320 B (= 64 mod 128): a quarter warp's 16-byte B-fragment loads hit 8 distinct bank groups.
-#define XS_ROW 160
-
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
@@ -406,6 +418,103 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// ------------------------------------------------------------------------------------------------
+// Streaming variant for few tokens per expert (decode): each warp owns 16 weight rows over the whole K
+// and keeps D superblocks of weight loads in flight in a register ring; the tile's <= 8 activation rows
+// are staged once into shared memory (cp.async, zero-filled), row stride Kp + 32 elements (64 mod 128
+// bytes: conflict-free 16-byte B-fragment loads). No split-K, no reduction: one wave at 1 token.
+template <int D, int NWARP, bool GATED>
+__device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
+    extern __shared__ __align__(16) unsigned char smem[];         // [8][kp + 32] bf16
+    u16* xsm = reinterpret_cast<u16*>(smem);
+    const int xrow_len = A.kp + 32;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    const int row0 = (blockIdx.x * NWARP + warp) * 16;
+    const bool valid = row0 < A.rows_real;
+    const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
+    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0 + g) * kw + t;
+    const uint4* w1 = w0 + 8 * (long)kw;
+    const u32* s0 = A.S + (long)expert * nsb_all * A.rows_p + row0 + g;
+    const int nsb = (A.kblocks + 3) >> 2;
+    uint4 wr[D][2];
+    u32 sr[D][2];
+    auto load = [&](int sb, uint4 (&w)[2], u32 (&sc)[2]) {
+        if (valid && sb < nsb) {
+            w[0] = __ldg(w0 + sb * 4);
+            w[1] = __ldg(w1 + sb * 4);
+            sc[0] = __ldg(s0 + (long)sb * A.rows_p);
+            sc[1] = __ldg(s0 + (long)sb * A.rows_p + 8);
+        } else {
+            w[0] = w[1] = make_uint4(0, 0, 0, 0);
+            sc[0] = sc[1] = 0x7f7f7f7fu;
+        }
+    };
+#pragma unroll
+    for (int i = 0; i < D; ++i) load(i, wr[i], sr[i]);            // weights first: they need only the expert
+    // stage the tile's activation rows (8 rows; missing rows and blocks past K are zero-filled)
+    const int chunks = A.kp >> 3;                                 // 16-byte chunks per row
+    for (int i = tid; i < 8 * chunks; i += 32 * NWARP) {
+        const int c = i / chunks, ch = i - c * chunks;
+        bool ok = c < count && (ch >> 2) < A.kblocks;
+        const u16* src = A.X;
+        if (ok) {
+            const int pos = start + c;
+            const long r = GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos;
+            src = A.X + r * A.ldx + ch * 8;
+        }
+        cp_async16(xsm + c * xrow_len + ch * 8, src, ok ? 16 : 0);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    float acc[1][1][4] = {{{0.0f, 0.0f, 0.0f, 0.0f}}};
+    const u16* xb = xsm + g * xrow_len + 8 * t;
+    for (int sb0 = 0; sb0 < nsb; sb0 += D) {
+#pragma unroll
+        for (int i = 0; i < D; ++i) {
+            const int sb = sb0 + i;
+            if (sb < nsb) {
+#pragma unroll
+                for (int b = 0; b < 4; ++b) {
+                    const int blk = sb * 4 + b;
+                    if (blk >= A.kblocks) break;
+                    u32 a0[4], a1[4];
+                    dequant8((b == 0) ? wr[i][0].x : (b == 1) ? wr[i][0].y : (b == 2) ? wr[i][0].z : wr[i][0].w,
+                             (sr[i][0] >> (8 * b)) & 0xffu, a0);
+                    dequant8((b == 0) ? wr[i][1].x : (b == 1) ? wr[i][1].y : (b == 2) ? wr[i][1].z : wr[i][1].w,
+                             (sr[i][1] >> (8 * b)) & 0xffu, a1);
+                    const uint4 xv = *reinterpret_cast<const uint4*>(xb + blk * 32);
+                    mma_bf16(acc[0][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+                    mma_bf16(acc[0][0], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+                }
+                load(sb + D, wr[i], sr[i]);
+            }
+        }
+    }
+    moe_epilogue<1, 1, GATED>(A, acc, expert, start, count, row0, 0, g, t);
+}
+
+// name, D, NWARP (block rows = 16*NWARP, 8 tokens; dynamic smem = 8 * (Kp + 32) * 2 bytes)
+#define DEFINE_GEMM_STREAM(name, D, NWARP)                                                              \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP) moe_gemm1_##name(GEMM_PARAMS) {            \
+        GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, true>(A);                                         \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP) moe_gemm2_##name(GEMM_PARAMS) {            \
+        GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, false>(A);                                        \
+    }
+
+// ------------------------------------------------------------------------------------------------
+// Tiled variant for many tokens per expert: the tile's activation rows are gathered into shared memory
+// (and the block's weight rows and scales) by cp.async (ST superblocks of 128 k in flight, zero-filled past the tile / past K), weights
+// still stream from global memory straight into registers (16-byte loads, one superblock prefetched).
+// Row stride 320 B (= 64 mod 128): a quarter warp's 16-byte B-fragment loads hit 8 distinct bank groups.
+#define XS_ROW 160
 
 template <int MT, int NT, int RS, int CS, int ST, bool GATED>
 __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
@@ -495,15 +604,19 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
                     u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
                     dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
                 }
+            uint4 xv[NT];
 #pragma unroll
-            for (int n = 0; n < NT; ++n) {
-                const uint4 xv = *reinterpret_cast<const uint4*>(xst + n * 8 * XS_ROW + 32 * b);
+            for (int n = 0; n < NT; ++n) xv[n] = *reinterpret_cast<const uint4*>(xst + n * 8 * XS_ROW + 32 * b);
 #pragma unroll
-                for (int m = 0; m < MT; ++m) {
-                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv.x, xv.y);
-                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv.z, xv.w);
-                }
-            }
+            for (int n = 0; n < NT; ++n)                          // step 0 for every tile, then step 1
+#pragma unroll
+                for (int m = 0; m < MT; ++m)
+                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int m = 0; m < MT; ++m)
+                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
         }
     }
     cp_async_wait<0>();
@@ -520,6 +633,8 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
         GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, false>(A);                               \
     }
 
+DEFINE_GEMM_STREAM(stream, 4, 4)         // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
+DEFINE_GEMM_STREAM(stream6, 6, 4)        // same, 6 superblocks in flight
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
