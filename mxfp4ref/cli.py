@@ -12,6 +12,7 @@ import sys
 # Modules that provide subcommands, in the order they appear in --help.
 SUBCOMMAND_MODULES: list[str] = [
     "mxfp4ref.explain",
+    "mxfp4ref.golden.cmd_golden",
     "mxfp4ref.golden.cmd_check",
     "mxfp4ref.layouts.explain",
 ]

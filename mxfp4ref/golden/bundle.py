@@ -16,7 +16,7 @@ Layout of a bundle directory::
 ``check`` is ``"exact"`` (bit for bit), ``"bounded"`` (|candidate - reference| <= bound element-wise,
 ``reference`` and ``bound`` name other tensors) or ``"none"`` (context only, never judged).
 ``encoding`` tells the checker how to print a value: ``fp4x2`` (two E2M1 codes per byte), ``e8m0``,
-``bf16``, ``f32``, ``f64``, ``int``. Everything is written in a fixed order with sorted JSON keys, so
+``hex`` (a raw byte), ``bf16``, ``f32``, ``f64``, ``int``. Everything is written in a fixed order with sorted JSON keys, so
 the same tensors give the same bytes.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ FORMAT = "mxfp4ref-golden"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CHECKS = ("exact", "bounded", "none")
-ENCODINGS = ("fp4x2", "e8m0", "bf16", "f16", "f32", "f64", "int", "bool")
+ENCODINGS = ("fp4x2", "e8m0", "hex", "bf16", "f16", "f32", "f64", "int", "bool")
 
 
 class BundleError(ValueError):

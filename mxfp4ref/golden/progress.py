@@ -30,7 +30,7 @@ class Progress:
         finished = done >= self._total
         if not self.tty:
             if finished:
-                self.stream.write(f"{self._label}: done in {now - self._t0:.1f} s\n")
+                self.stream.write(f"{self._label:<28} done in {now - self._t0:5.1f} s\n")
                 self.stream.flush()
             return
         if not finished and now - self._last < 0.1 and done:
@@ -55,3 +55,35 @@ class Progress:
         if not self.quiet:
             self.stream.write(text + "\n")
             self.stream.flush()
+
+
+class ticking:
+    """Context manager for one long call without inner steps: redraws ``label ... 12.3 s`` every
+    half second from a helper thread (an honest elapsed-time display, no invented percentage)."""
+
+    def __init__(self, progress: Progress, label: str):
+        self.p, self.label = progress, label
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        if not self.p.quiet and self.p.tty:
+            def loop():
+                while not self._stop.wait(0.5):
+                    self.p.stream.write(f"\r{self.label:<28} ... {time.perf_counter() - self._t0:5.1f} s")
+                    self.p.stream.flush()
+            self._thread = threading.Thread(target=loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if getattr(self, "_thread", None):
+            self._thread.join()
+        if not self.p.quiet:
+            end = "\r" if self.p.tty else ""
+            self.p.stream.write(f"{end}{self.label:<28} done in {time.perf_counter() - self._t0:5.1f} s\n")
+            self.p.stream.flush()
+        return False

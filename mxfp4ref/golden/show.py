@@ -35,6 +35,8 @@ def show(value, encoding: str) -> str:
     if encoding == "e8m0":
         b = int(v)
         return f"0x{b:02X} ({'NaN' if b == 0xFF else f'2^{b - 127}'})"
+    if encoding == "hex":
+        return f"0x{int(v):02X}"
     if encoding == "int":
         return str(int(v))
     if encoding == "bool":
