@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "mxfp4ref.explain",
     "mxfp4ref.golden.cmd_golden",
     "mxfp4ref.golden.cmd_check",
+    "mxfp4ref.golden.cmd_vectors",
     "mxfp4ref.layouts.explain",
 ]
 

@@ -1,0 +1,341 @@
+"""Canonical test vectors (spec/vectors/v1): small, language-neutral files any implementation can
+consume. ``write_vectors(out_dir)`` regenerates them; the committed files must equal a fresh
+regeneration byte for byte (tests/test_vectors.py).
+
+Number encoding in the JSON files: every float32 is given twice, as its bit pattern in hex
+(``"0x3fc00000"``, authoritative) and as a decimal (exact: every float32 is a float64 and Python's
+``repr`` round-trips float64; NaN and infinities as the strings "nan", "inf", "-inf"). Packed FP4
+bytes are hex strings, two characters per byte, byte 0 first. Integers are JSON integers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+VERSION = "v1"
+BF16 = ml_dtypes.bfloat16
+
+
+# ---- encoding helpers --------------------------------------------------------------------------
+
+def f32_hex(a) -> list[str]:
+    return [f"0x{int(b):08x}" for b in np.asarray(a, np.float32).ravel().view(np.uint32)]
+
+
+def f32_dec(a) -> list:
+    out = []
+    for v in np.asarray(a, np.float32).ravel().astype(np.float64):
+        out.append(repr(float(v)) if not np.isfinite(v) else float(v))
+    return out
+
+
+def floats(a) -> dict:
+    """A float32 array as {"shape", "bits", "values"}."""
+    a = np.asarray(a, np.float32)
+    return {"shape": list(a.shape), "bits": f32_hex(a), "values": f32_dec(a)}
+
+
+def ints(a) -> dict:
+    a = np.asarray(a)
+    return {"shape": list(a.shape), "values": [int(v) for v in a.ravel()]}
+
+
+def hexbytes(a) -> str:
+    return np.ascontiguousarray(a, dtype=np.uint8).tobytes().hex()
+
+
+def dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _raw_normal(seed: int, n: int) -> np.ndarray:
+    from ..moe.random_weights import unit_normalish
+
+    return unit_normalish(np.random.PCG64(np.random.SeedSequence([seed, 7])).random_raw(n))
+
+
+# ---- one file per topic ------------------------------------------------------------------------
+
+def elements() -> dict:
+    """E2M1 code -> value; selected E8M0 bytes -> value."""
+    from ..e2m1 import E2M1_VALUES
+    from ..e8m0 import decode_e8m0
+
+    e8 = np.array([0, 1, 2, 100, 125, 126, 127, 128, 129, 200, 253, 254, 255], np.uint8)
+    return {"description": "E2M1 code table (codes 0..15) and E8M0 scale bytes (2^(b-127), 0xFF NaN)",
+            "e2m1": {"codes": list(range(16)), "values": floats(E2M1_VALUES)},
+            "e8m0": {"bytes": ints(e8), "values": floats(decode_e8m0(e8))}}
+
+
+def packing() -> dict:
+    """pack_fp4 along the last axis and along axis 0."""
+    from ..packing import pack_fp4
+
+    cases = []
+    rng = np.random.PCG64(np.random.SeedSequence([0, 3]))
+    for name, codes, axis in [
+        ("ascending 0..15", np.arange(16, dtype=np.uint8), -1),
+        ("pairs lo/hi", np.array([0x1, 0x2, 0xF, 0x0, 0x8, 0x7], np.uint8), -1),
+        ("2x4 along last axis", np.arange(8, dtype=np.uint8).reshape(2, 4), -1),
+        ("4x2 along axis 0", np.arange(8, dtype=np.uint8).reshape(4, 2), 0),
+        ("random 3x32", (rng.random_raw(96) & np.uint64(0xF)).astype(np.uint8).reshape(3, 32), -1),
+    ]:
+        packed = pack_fp4(codes, axis=axis)
+        cases.append({"name": name, "axis": axis, "codes": ints(codes),
+                      "packed": ints(packed), "packed_hex": hexbytes(packed)})
+    return {"description": "two E2M1 codes per byte: element 2i in the low nibble, 2i+1 in the high",
+            "cases": cases}
+
+
+def quant_blocks() -> tuple[list[str], np.ndarray]:
+    """Hand-picked and random float32 blocks of 32 (names, (n, 32) float32)."""
+    f = np.float32
+    grid = np.array([0, .5, 1, 1.5, 2, 3, 4, 6], f)
+    names, rows = [], []
+
+    def add(name, vals):
+        v = np.zeros(32, f)
+        vals = np.asarray(vals, f).ravel()
+        v[:vals.size] = vals
+        names.append(name)
+        rows.append(v)
+
+    add("all zero", [])
+    add("signed zeros", [-0.0, 0.0] * 16)
+    add("grid values, amax 6", np.concatenate([grid, -grid, grid * 0.5, -grid * 0.5]))
+    add("grid values scaled 2^-3", np.concatenate([grid, -grid]) * f(0.125))
+    add("amax just above 6", [np.nextafter(f(6), f(7)), 1, 2, 3])
+    for a in (5.0, 6.5, 7.0, 7.5, 8.0, 11.0, 12.0, 13.0, 14.0, 15.0):
+        add(f"amax {a:g}", [a, -1.0, 0.3, 2.2, -4.4])
+    mids = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], f)
+    add("midpoints (scale 1)", np.concatenate([[6.0], mids, -mids]))
+    add("just below midpoints", np.concatenate([[6.0], np.nextafter(mids, f(0))]))
+    add("just above midpoints", np.concatenate([[6.0], np.nextafter(mids, f(9))]))
+    add("below the smallest step", [6.0, 0.1, 0.2, 0.24, -0.26, 0.249999])
+    add("amax 2^-126 (smallest normal)", [np.ldexp(f(1), -126), -np.ldexp(f(1), -127)])
+    add("fp32 subnormals only", [np.ldexp(f(1), -140), -np.ldexp(f(1.5), -135)])
+    add("amax 2^127", [np.ldexp(f(1), 127), 1.0])
+    add("amax fp32 max", [np.finfo(f).max, -np.finfo(f).max / 3])
+    add("single nonzero", [0, 0, 0, -3.3])
+    add("negative only", -np.arange(1, 33, dtype=f) / 4)
+    add("bf16 values", np.linspace(-3, 5, 32).astype(BF16).astype(f))
+    z = _raw_normal(11, 8 * 32).reshape(8, 32)
+    exps = np.array([-20, -6, -1, 0, 0, 3, 9, 30])
+    for i in range(8):
+        add(f"random normal x 2^{exps[i]}", np.ldexp(z[i], exps[i]).astype(f))
+    return names, np.stack(rows)
+
+
+def nonfinite_blocks() -> tuple[list[str], np.ndarray]:
+    f = np.float32
+    names = ["contains NaN", "contains +inf", "contains -inf"]
+    rows = np.tile(np.linspace(-2, 2, 32, dtype=f), (3, 1))
+    rows[0, 5], rows[1, 6], rows[2, 7] = np.nan, np.inf, -np.inf
+    return names, rows
+
+
+def _quantize_case(x, **kw) -> dict:
+    from .. import quantize
+
+    try:
+        q = quantize(x, axis=-1, **kw)
+    except (ValueError, TypeError) as e:
+        return {"error": type(e).__name__, "message": str(e)}
+    return {"packed_hex": [hexbytes(p) for p in q.packed], "scales": [int(s) for s in q.scales.ravel()],
+            "dequantized": floats(q.dequantize(np.float32))["bits"]}
+
+
+def quantize_vectors() -> dict:
+    """Every scale rule x rounding, and every preset, on the same blocks."""
+    from ..rounding import Rounding
+    from ..scales import ScaleRule
+
+    names, x = quant_blocks()
+    nf_names, nf = nonfinite_blocks()
+    cases = []
+    for rule in ScaleRule:
+        for rnd in Rounding:
+            cases.append({"scale_rule": rule.value, "rounding": rnd.value,
+                          "finite": _quantize_case(x, scale_rule=rule.value, rounding=rnd.value),
+                          "nonfinite": _quantize_case(nf, scale_rule=rule.value, rounding=rnd.value)})
+    presets = []
+    for p in preset_names():
+        presets.append({"preset": p, "finite": _quantize_case(x, preset=p), "nonfinite": _quantize_case(nf, preset=p)})
+    return {"description": "MXFP4 quantization of 32-element blocks along the last axis: packed codes "
+                           "(hex, 16 bytes per block), E8M0 scale byte per block, dequantized float32 bits",
+            "block_size": 32,
+            "blocks": [{"name": n, "x": floats(r)} for n, r in zip(names, x)],
+            "nonfinite_blocks": [{"name": n, "x": floats(r)} for n, r in zip(nf_names, nf)],
+            "scale_rule_x_rounding": cases, "presets": presets}
+
+
+def preset_names() -> list[str]:
+    from .. import presets
+
+    return list(getattr(presets, "PRESETS"))
+
+
+def padding_vectors() -> dict:
+    """padded_sizes for every backend on gpt-oss shapes (per TP rank) and odd sizes; one pad_weights."""
+    from ..moe.padding import Mxfp4Backend, pad_weights, padded_sizes
+    from ..moe.weights import MoEWeights
+
+    sizes = [(2880, 2880), (2880, 1440), (2880, 736), (2880, 672), (2880, 384), (2880, 192), (96, 160), (32, 32)]
+    table = []
+    for b in Mxfp4Backend:
+        for h, i in sizes:
+            hp, ip = padded_sizes(b.value, h, i)
+            table.append({"backend": b.value, "hidden": h, "intermediate": i,
+                          "padded_hidden": hp, "padded_intermediate": ip})
+    raw = np.random.PCG64(np.random.SeedSequence([0, 5])).random_raw(64 * 16 + 32 * 16)
+    byte = (raw & np.uint64(0xFF)).astype(np.uint8)
+    w = MoEWeights(w13_weight=byte[:1024].reshape(1, 64, 16),
+                   w13_weight_scale=np.full((1, 64, 1), 127, np.uint8),
+                   w2_weight=byte[1024:].reshape(1, 32, 16),
+                   w2_weight_scale=np.full((1, 32, 1), 126, np.uint8),
+                   w13_bias=(np.arange(64, dtype=np.float32).reshape(1, 64) - 32) / 8,
+                   w2_bias=(np.arange(32, dtype=np.float32).reshape(1, 32) - 16) / 4)
+    p = pad_weights(w, 64, 64)
+    example = {"hidden": 32, "intermediate": 32, "gate_up": "interleaved", "padded_hidden": 64,
+               "padded_intermediate": 64}
+    for name in ("w13_weight", "w13_weight_scale", "w2_weight", "w2_weight_scale"):
+        example[name] = {"shape": list(getattr(w, name).shape), "hex": hexbytes(getattr(w, name)),
+                         "padded_shape": list(getattr(p, name).shape), "padded_hex": hexbytes(getattr(p, name))}
+    for name in ("w13_bias", "w2_bias"):
+        example[name] = {"value": floats(getattr(w, name)), "padded": floats(getattr(p, name))}
+    return {"description": "vLLM 0.33.0 backend padding: (H, I per rank) -> padded sizes; padded bytes 0",
+            "padded_sizes": table, "pad_weights_example": example}
+
+
+def routing_logits() -> tuple[list[str], np.ndarray]:
+    """(T, 8) bf16 logit rows, many with ties (ties go to the lower expert id)."""
+    rows = {
+        "distinct": [0.5, -1.0, 2.0, 0.25, 1.5, -3.0, 0.0, 1.0],
+        "all equal": [1.0] * 8,
+        "tie for first": [3.0, 1.0, 3.0, 0.0, -1.0, 2.0, 2.0, 0.5],
+        "tie at the k-th place": [4.0, 2.0, 1.0, 2.0, 2.0, 0.0, -1.0, 2.0],
+        "all zero": [0.0] * 8,
+        "negative": [-5.0, -4.0, -4.0, -6.0, -7.0, -4.0, -8.0, -5.0],
+        "large spread": [30.0, -30.0, 0.0, 29.0, 30.0, -1.0, 1.0, 28.0],
+        "bf16 near-ties": [1.0, 1.0078125, 0.9921875, 1.0, 1.0078125, 0.5, 0.5, 2.0],
+    }
+    z = _raw_normal(13, 4 * 8).reshape(4, 8) * 2
+    for i in range(4):
+        rows[f"random {i}"] = z[i]
+    names = list(rows)
+    return names, np.array([rows[n] for n in names], np.float32).astype(BF16)
+
+
+def routing_vectors() -> dict:
+    from ..moe.routing import Order, Scoring, route
+
+    names, logits = routing_logits()
+    cases = []
+    for scoring in Scoring:
+        for renorm in (True, False):
+            if scoring is Scoring.TOPK_SOFTMAX and not renorm:
+                continue
+            for order in Order:
+                for k in (1, 2, 4):
+                    w, ids = route(logits, k, renormalize=renorm, scoring=scoring.value, order=order.value)
+                    cases.append({"scoring": scoring.value, "renormalize": renorm, "order": order.value,
+                                  "top_k": k, "topk_ids": ints(ids), "topk_weights": floats(w)})
+    return {"description": "route(router_logits bf16 (T, 8), top_k): selection on the logits, ties to the "
+                           "lower expert id; weights float32",
+            "rows": names, "router_logits_bf16_bits": [f"0x{int(b):04x}" for b in logits.view(np.uint16).ravel()],
+            "router_logits": floats(logits.astype(np.float32)), "cases": cases}
+
+
+def align_vectors() -> dict:
+    from ..moe.align import align_block_size
+
+    topk = {
+        "4 tokens top-2": np.array([[0, 3], [3, 1], [2, 0], [3, 2]], np.int32),
+        "one expert only": np.array([[1], [1], [1], [1], [1]], np.int32),
+        "7 tokens top-4 of 8": (np.random.PCG64(np.random.SeedSequence([0, 9])).random_raw(28) % np.uint64(8))
+        .astype(np.int32).reshape(7, 4),
+    }
+    cases = []
+    for name, ids in topk.items():
+        for bs in (1, 4, 16):
+            for ep in (None, (2, 1)):
+                emap = None
+                if ep is not None:
+                    from ..moe.routing import make_expert_map
+
+                    emap = make_expert_map(8, *ep)
+                s, e, n = align_block_size(ids, bs, 8, emap)
+                cases.append({"name": name, "topk_ids": ints(ids), "block_size": bs, "num_experts": 8,
+                              "expert_map": None if emap is None else ints(emap),
+                              "sorted_token_ids": ints(s), "expert_ids": ints(e),
+                              "num_tokens_post_padded": int(n[0])})
+    return {"description": "align_block_size (vLLM moe_align_block_size): sentinel = numel", "cases": cases}
+
+
+def moe_tiny(out: Path) -> None:
+    """A tiny MoE layer end to end: a golden bundle of the ``tiny`` config (8 tokens, routing by id)."""
+    from .bundle import write_bundle
+    from .generate import GoldenOptions, make_golden
+
+    specs, meta = make_golden(GoldenOptions(config="tiny", tokens=8, seed=0, padding="triton",
+                                            routing_order="id", align_block_size=4))
+    write_bundle(out, specs, meta)
+
+
+FILES = {
+    "elements.json": elements,
+    "packing.json": packing,
+    "quantize.json": quantize_vectors,
+    "padding.json": padding_vectors,
+    "routing.json": routing_vectors,
+    "align.json": align_vectors,
+}
+
+README = """# mxfp4ref test vectors, {version}
+
+Small canonical vectors for implementations in any language, regenerated by
+`mxfp4ref vectors --out spec/vectors` (tests/test_vectors.py checks that the committed files equal a
+fresh regeneration byte for byte). Written by mxfp4ref {generator}. Chapter: spec/20-golden-and-check.md.
+
+Numbers: each float32 appears as its bit pattern (`bits`, hex, authoritative) and as a decimal
+(`values`, exact; non-finite values as the strings "nan", "inf", "-inf"). Packed FP4 bytes are hex
+strings, byte 0 first (element 2i in the low nibble of byte i). Integers are JSON integers.
+
+| file | what | produced by |
+|---|---|---|
+| elements.json | E2M1 code table; E8M0 bytes -> 2^(b-127) | `mxfp4ref/e2m1.py`, `mxfp4ref/e8m0.py::decode_e8m0` |
+| packing.json | two codes per byte, along the last axis and axis 0 | `mxfp4ref/packing.py::pack_fp4` |
+| quantize.json | {n_blocks} blocks of 32 (edge cases + random) under every scale rule x rounding and every preset, plus NaN/Inf blocks: packed bytes, scale bytes, dequantized bits (or the error raised) | `mxfp4ref/quantize.py::quantize` |
+| padding.json | padded (H, I) of every vLLM MXFP4 backend; one pad_weights example | `mxfp4ref/moe/padding.py` |
+| routing.json | top-k on bf16 logits with ties (lower id wins), every scoring, renormalize, order, k in 1, 2, 4 | `mxfp4ref/moe/routing.py::route` |
+| align.json | moe_align_block_size outputs, block sizes 1, 4, 16, with and without an expert map | `mxfp4ref/moe/align.py::align_block_size` |
+| moe-tiny/ | a whole tiny MoE layer (E=5, H=96, I=160, top-2, 8 tokens, triton padding, routing by id) as a golden bundle: inputs, weights, routing, alignment, intermediates, outputs, error bound | `mxfp4ref golden --config tiny --tokens 8 --padding triton --routing-order id --align-block-size 4` |
+
+Block names of quantize.json, in order: {block_names}.
+
+Caveat: routing weights and the MoE pipelines call `exp`, which is not correctly rounded in every C
+library; those bits may differ in the last place on another platform (the bit patterns of every other
+file are platform independent).
+"""
+
+
+def write_vectors(out_dir) -> list[Path]:
+    """Write ``out_dir/v1/*`` and return the paths written (sorted)."""
+    from .. import __version__
+
+    root = Path(out_dir) / VERSION
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fn in FILES.items():
+        dump(root / name, fn())
+        written.append(root / name)
+    moe_tiny(root / "moe-tiny")
+    written += sorted((root / "moe-tiny").iterdir())
+    names, _ = quant_blocks()
+    (root / "README.md").write_text(README.format(version=VERSION, generator=__version__, n_blocks=len(names),
+                                                  block_names="; ".join(names)))
+    written.append(root / "README.md")
+    return sorted(written)
