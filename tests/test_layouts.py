@@ -104,6 +104,19 @@ def test_twiddle_is_a_bijection_on_every_single_bit_and_random_words():
     assert np.array_equal(triton_hopper.untwiddle(triton_hopper.twiddle(r)), r)
 
 
+def test_twiddle_tables_equal_a_bit_by_bit_definition():
+    """Oracle: move every bit of every code by DEST, one at a time (the definition, slowly)."""
+    r = np.random.default_rng(1).integers(0, 256, (200, 4), dtype=np.uint8)
+    want = np.zeros(200, np.uint32)
+    for half in (0, 1):
+        for slot in range(4):
+            code = (r[:, slot].astype(np.uint32) >> (4 * half)) & 0xF
+            for bit in range(4):
+                want |= ((code >> bit) & 1) << (triton_hopper.DEST[slot][bit] + 16 * half)
+    got = triton_hopper.twiddle(r.reshape(1, -1)).view("<u4").reshape(200)
+    assert np.array_equal(got, want)
+
+
 def test_twiddle_places_fp4_bits_next_to_bf16_exponent():
     # a word whose first byte holds code 0b1111 in its low nibble: sign at bit 15, e/m at bits 8..6
     b = np.array([[0x0F, 0, 0, 0]], np.uint8)

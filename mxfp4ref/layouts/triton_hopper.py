@@ -56,29 +56,44 @@ DEST = (
 )
 
 
-def twiddle(buf: np.ndarray) -> np.ndarray:
-    """Bytes (..., 4n) -> bit-twiddled bytes (..., 4n): each 4-byte little-endian word reordered."""
-    b = buf.reshape(buf.shape[:-1] + (-1, 4)).astype(np.uint32)   # (..., n, 4) bytes of each word
-    word = np.zeros(b.shape[:-1], np.uint32)
-    for half, shift in ((0, 0), (1, 4)):                           # low nibbles -> bits 0-15, high -> 16-31
-        for slot in range(4):
-            code = (b[..., slot] >> shift) & 0xF
-            for bit in range(4):
-                word |= ((code >> bit) & 1) << (DEST[slot][bit] + 16 * half)
+# As a permutation of the 32 bits of a little-endian word: source bit 8*slot + 4*half + b (bit b of
+# the low (half 0) or high (half 1) nibble of byte `slot`) goes to bit DEST[slot][b] + 16*half.
+TWIDDLE_BITS = tuple(DEST[slot][b] + 16 * half for slot in range(4) for half in (0, 1) for b in range(4))
+UNTWIDDLE_BITS = tuple(TWIDDLE_BITS.index(d) for d in range(32))      # the inverse permutation
+
+
+def _byte_tables(bits: tuple) -> np.ndarray:
+    """(4, 256) uint32: table[j][v] = the word bits that byte j of value v sets, moved by ``bits``.
+    A bit permutation of a word is then the OR of four table look-ups (one per byte)."""
+    table = np.zeros((4, 256), np.uint32)
+    for j in range(4):
+        for v in range(256):
+            for i in range(8):
+                if (v >> i) & 1:
+                    table[j, v] |= np.uint32(1 << bits[8 * j + i])
+    return table
+
+
+_TWIDDLE_TABLE, _UNTWIDDLE_TABLE = _byte_tables(TWIDDLE_BITS), _byte_tables(UNTWIDDLE_BITS)
+
+
+def _permute_word_bits(buf: np.ndarray, table: np.ndarray) -> np.ndarray:
+    if buf.dtype != np.uint8:
+        raise TypeError(f"{NAME}: weight buffer: expected dtype uint8, got {buf.dtype}")
+    b = buf.reshape(buf.shape[:-1] + (-1, 4))                       # (..., n, 4) bytes of each word
+    word = table[0][b[..., 0]] | table[1][b[..., 1]] | table[2][b[..., 2]] | table[3][b[..., 3]]
     return word.astype("<u4").view(np.uint8).reshape(buf.shape)
+
+
+def twiddle(buf: np.ndarray) -> np.ndarray:
+    """Bytes (..., 4n) -> bit-twiddled bytes (..., 4n): each 4-byte little-endian word's bits moved
+    by ``TWIDDLE_BITS``."""
+    return _permute_word_bits(buf, _TWIDDLE_TABLE)
 
 
 def untwiddle(buf: np.ndarray) -> np.ndarray:
     """Inverse of :func:`twiddle`."""
-    if buf.dtype != np.uint8:
-        raise TypeError(f"{NAME}: weight buffer: expected dtype uint8, got {buf.dtype}")
-    word = np.ascontiguousarray(buf).view("<u4").astype(np.uint32)  # (..., n)
-    b = np.zeros(word.shape + (4,), np.uint32)
-    for half, shift in ((0, 0), (1, 4)):
-        for slot in range(4):
-            for bit in range(4):
-                b[..., slot] |= ((word >> (DEST[slot][bit] + 16 * half)) & 1) << (bit + shift)
-    return b.astype(np.uint8).reshape(buf.shape)
+    return _permute_word_bits(buf, _UNTWIDDLE_TABLE)
 
 
 # --- scales -------------------------------------------------------------------------------------
