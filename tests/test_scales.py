@@ -142,3 +142,15 @@ def test_floor_clips_the_max_between_7_and_8():
     x[0] = 7.5
     t = quantize(x, scale_rule="floor")
     assert t.scales.tolist() == [127] and decode_e2m1(unpack_fp4(t.packed))[0] == 6.0
+
+
+@pytest.mark.parametrize("descale", [Descale.RECIPROCAL, Descale.DIVIDE])
+@pytest.mark.parametrize("e", [2, -100])
+def test_rceil_exhaustive_over_every_mantissa_of_a_binade(descale, e):
+    # amax = (1 + m/2^23) * 2^e for all 2^23 mantissas; exact answer: 6*2^(e-2) = 1.5*2^e, so
+    # ceil(log2(amax/6)) = e - 2 + (amax > 1.5 * 2^e)
+    E = e + 127
+    amax = ((np.uint32(E) << 23) | np.arange(1 << 23, dtype=np.uint32)).view(np.float32)
+    got = scale_bytes(amax, QuantConfig(scale_rule=ScaleRule.RCEIL, descale=descale))
+    want = (E - 2 + (amax.astype(np.float64) > 1.5 * 2.0 ** e)).astype(np.uint8)
+    assert np.array_equal(got, want)
