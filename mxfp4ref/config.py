@@ -155,9 +155,12 @@ class QuantConfig:
     even_overflow     EvenOverflow: EVEN's byte when rounding amax carries past 2^127.
 
     Element step (all backends): s = float32(x * multiplier) with multiplier = 2^(127-b) as a float32
-    for 1 <= b <= 254 (exact; 2^-127 is a float32 subnormal), b = 0 / 0xFF per edge_multiplier; then
-    codes = sign(s) << sign_bit | magnitude code, magnitude code = round(|s|) on elem.grid by
-    `rounding` (saturating, +inf -> max), NaN -> nan_code (E2M1) or the format's NaN (FP8).
+    for 1 <= b <= 254 (exact; 2^-127 is a float32 subnormal), b = 0 / 0xFF per edge_multiplier
+    (a NaN multiplier makes every s of the block +NaN, 0x7FC00000; NaN from Inf*0 or NaN*0 is what
+    the CPU's multiply gives, negative on x86 for Inf*0); then code = sign(s) << sign_bit |
+    magnitude code, magnitude code = round(|s|) on elem.grid by `rounding` (saturating, +inf -> max),
+    NaN -> nan_code (E2M1) or the format's NaN (FP8); under Rounding.MX_NEAREST an s that is +-0
+    gets sign 0.
     """
     scale_rule: ScaleRule = ScaleRule.FLOOR
     rounding: Rounding = Rounding.RNE
