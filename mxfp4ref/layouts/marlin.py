@@ -28,6 +28,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from ..packing import pack_fp4, unpack_fp4
 from ._core import TensorPlan, bf16_codec, cached_index_map, check_multiple, identity_index_map
 
 NAME = "marlin"
@@ -80,20 +81,15 @@ def scale_index_map(E: int, N: int, G: int) -> np.ndarray:
 
 
 def pack_int32(codes: np.ndarray) -> np.ndarray:
-    """(..., 8m) codes -> (..., m) int32, code i of each 8 at bits 4i."""
-    c = codes.reshape(codes.shape[:-1] + (-1, 8)).astype(np.uint32)
-    word = np.zeros(c.shape[:-1], np.uint32)
-    for i in range(8):
-        word |= c[..., i] << (4 * i)
-    return word.view(np.int32)
+    """(..., 8m) codes -> (..., m) int32, code i of each 8 at bits 4i: two codes per byte (low nibble
+    first, spec/02) and four bytes per little-endian word."""
+    return pack_fp4(codes, axis=-1).view("<i4")
 
 
 def unpack_int32(words: np.ndarray) -> np.ndarray:
     if words.dtype != np.int32:
         raise TypeError(f"{NAME}: weight buffer: expected dtype int32, got {words.dtype}")
-    w = words.view(np.uint32)
-    codes = np.stack([(w >> (4 * i)) & 0xF for i in range(8)], axis=-1).astype(np.uint8)
-    return codes.reshape(words.shape[:-1] + (-1,))
+    return unpack_fp4(np.ascontiguousarray(words).view(np.uint8), axis=-1)
 
 
 def kernel_scale_value(byte) -> np.ndarray:
