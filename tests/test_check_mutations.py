@@ -15,11 +15,14 @@ BF16 = ml_dtypes.bfloat16
 TOKENS = 16
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+@pytest.fixture(scope="module", params=["worst-case", "probabilistic"])
+def bundle(tmp_path_factory, request):
     d = tmp_path_factory.mktemp("tiny")
-    assert main(["golden", "--config", "tiny", "--tokens", str(TOKENS), "--quiet", "--out", str(d)]) == 0
-    return d, load_bundle(d)
+    assert main(["golden", "--config", "tiny", "--tokens", str(TOKENS), "--bound", request.param, "--quiet",
+                 "--out", str(d)]) == 0
+    b = load_bundle(d)
+    assert b.manifest["conventions"]["bound"]["model"] == request.param
+    return d, b
 
 
 def _weights(b, **changes) -> MoEWeights:

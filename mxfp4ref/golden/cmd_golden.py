@@ -46,6 +46,10 @@ def register(subparsers) -> None:
                         "expert id (triton_kernels)")
     p.add_argument("--align-block-size", type=int, default=d.align_block_size,
                    help="block size of the moe_align_block_size outputs")
+    p.add_argument("--bound", default=d.bound, choices=["worst-case", "probabilistic"],
+                   help="error-bound model of the output check: rigorous for any summation order, or "
+                        "Higham-Mary probabilistic (lam=7; ~10x tighter at gpt-oss shapes, assumes unbiased "
+                        "rounding)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="read the layer from a gpt-oss safetensors checkpoint instead of random weights")
     p.add_argument("--layer", type=int, default=None, help="layer index in --checkpoint")
@@ -70,7 +74,7 @@ def run(args) -> int:
                          padding=args.padding, routing_order=args.routing_order,
                          align_block_size=args.align_block_size, checkpoint=args.checkpoint, layer=args.layer,
                          ep_size=args.ep_size, ep_rank=args.ep_rank, tp_size=args.tp_size, tp_rank=args.tp_rank,
-                         layout=args.layout)
+                         layout=args.layout, bound=args.bound)
     try:
         opts.validate()
     except ValueError as e:
