@@ -58,13 +58,22 @@ def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=Non
     return sorted_ids, expert_ids, post
 
 
+_NO_MAP = {}
+
+
+def _no_map(device_id: int):
+    """A one-int placeholder for the kernel's expert_map pointer (never read), allocated once per device."""
+    if device_id not in _NO_MAP:
+        _NO_MAP[device_id] = cupy().zeros((1,), cupy().int32)
+    return _NO_MAP[device_id]
+
+
 def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad) -> None:
     """Enqueue the alignment kernel (no checks, no synchronization)."""
     E = num_experts
     W = _warps(E)
     k = get_kernel(KERNEL_FILE, f"mx_align<{0 if ids.dtype == np.int32 else 1}>", NAMES)
-    cp = cupy()
-    map_ptr = emap if emap is not None else cp.zeros((1,), cp.int32)
+    map_ptr = emap if emap is not None else _no_map(ids.device.id)
     smem = (W * E + 2 * E) * 4
     k((1,), (32 * W,), (ids, np.int64(ids.size), np.int32(E), np.int32(block_size), map_ptr,
                         np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),

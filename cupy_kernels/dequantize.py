@@ -24,6 +24,8 @@ NAMES = ("mx_dequantize_naive<0>", "mx_dequantize_naive<1>",
          "mx_dequantize_fast<0>", "mx_dequantize_fast<1>")
 _OUT = {"float32": 0, "bfloat16": 1}
 THREADS = 256
+CHUNK = {0: 4, 1: 8}            # elements per thread-chunk of mx_dequantize_fast (float32, bfloat16)
+UNROLL = {0: 8, 1: 4}           # chunks per thread per grid-stride step (the kernel's U)
 
 
 def dequantize(packed, scales, axis: int = -1, *, dtype=np.float32, block_size: int = 32,
@@ -53,9 +55,9 @@ def dequantize(packed, scales, axis: int = -1, *, dtype=np.float32, block_size: 
         if n == 0:
             return out
         if not naive and inner == 1 and cfg.block_size == 32:
-            nchunks = n // 8
+            nchunks = n // CHUNK[o]
             k = get_kernel(KERNEL_FILE, f"mx_dequantize_fast<{o}>", NAMES)
-            k((grid_for(nchunks, THREADS * 4),), (THREADS,), (packed, scales, out, np.int64(nchunks)))
+            k((grid_for(nchunks, THREADS * UNROLL[o]),), (THREADS,), (packed, scales, out, np.int64(nchunks)))
         else:
             k = get_kernel(KERNEL_FILE, f"mx_dequantize_naive<{o}>", NAMES)
             k((grid_for(n, THREADS, cap=1 << 16),), (THREADS,),

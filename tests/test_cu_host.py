@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from mxfp4ref.blocks import dequantize_blocks, quantize_blocks
+from mxfp4ref.scales import scale_bytes
 from mxfp4ref.config import ElemFormat, QuantConfig
 from mxfp4ref.presets import PRESETS
 from cupy_kernels._conventions import conv_flags
@@ -149,6 +150,26 @@ def test_log2_float32_below_every_power_of_two(lib):
     want = spec_quantize(x, cfg)
     got = host_quantize(lib, x, cfg, False)
     assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("preset", ["torchao-rceil", "triton-round-up", "quark"])
+def test_scale_byte_every_mantissa(lib, preset):
+    """The kernels' scale byte (including RCEIL's integer shortcut for E2M1, E >= 4) against the
+    spec's scale_bytes for EVERY float32 mantissa of the binades E = 4 (the shortcut's first) and
+    254, every 4th mantissa of E = 1, 2, 3, 5, every 16th of E = 100, 200, and sampled subnormals."""
+    cfg = PRESETS[preset].config
+    m = np.arange(1 << 23, dtype=np.uint32)
+    amax = np.concatenate([(np.uint32(e) << 23) | m for e in (4, 254)]
+                          + [(np.uint32(e) << 23) | m[::4] for e in (1, 2, 3, 5)]
+                          + [(np.uint32(e) << 23) | m[::16] for e in (100, 200)]
+                          + [m[::97]])
+    out = np.zeros(amax.size, np.uint8)
+    lib.h_scale_bytes(amax.ctypes.data_as(VP), LL(amax.size), ctypes.c_int(conv_flags(cfg)),
+                      out.ctypes.data_as(VP))
+    with np.errstate(all="ignore"):
+        want = scale_bytes(amax.view(np.float32), cfg)
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, f"{bad.size} differ, first amax bits {amax[bad[0]]:#x}: {out[bad[0]]} vs {want[bad[0]]}"
 
 
 def test_dequantize_every_code_and_scale(lib):

@@ -4,8 +4,9 @@
 #   2. GPU tests (pytest -m gpu)                    -> $OUT/gpu_tests.log
 #   3. compute-sanitizer memcheck + racecheck       -> $OUT/sanitizer.log
 #   4. python -m cupy_kernels.bench (+ peer)        -> $OUT/bench.txt, $OUT/bench.json
-# Usage: tools/device_check.sh [tests|sanitize|bench ...]  (default: all four). Extra pytest
-# arguments: PYTEST_ARGS="-k quantize". Each step is time-limited; the script always runs to the end.
+# Usage: tools/device_check.sh [env|tests|sanitize|bench ...]  (default: all four).
+# Env: TESTS="tests/test_gpu_quantize.py ..." (default tests/test_gpu_*.py), PYTEST_ARGS="-k quantize",
+# BENCH_ARGS="--only quantize,routing". Each step is time-limited; the script always runs to the end.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/device_out}
@@ -28,9 +29,8 @@ for step in $STEPS; do
       nvcc --version | tail -1; which compute-sanitizer; } > "$OUT/env.txt" 2>&1
     tail -5 "$OUT/env.txt" ;;
   tests)
-    timeout 900 python3 -m pytest -q -m gpu -p no:cacheprovider ${PYTEST_ARGS:-} \
-        tests/test_gpu_quantize.py tests/test_gpu_routing.py $(ls tests/test_gpu_fused_moe.py 2>/dev/null) \
-        > "$OUT/gpu_tests.log" 2>&1
+    timeout ${TESTS_TIMEOUT:-900} python3 -m pytest -q -m gpu -p no:cacheprovider ${PYTEST_ARGS:-} \
+        ${TESTS:-tests/test_gpu_*.py} > "$OUT/gpu_tests.log" 2>&1
     echo "gpu tests rc=$?"; tail -25 "$OUT/gpu_tests.log" ;;
   sanitize)
     { for tool in memcheck racecheck; do
@@ -40,7 +40,7 @@ for step in $STEPS; do
       done; } > "$OUT/sanitizer.log" 2>&1
     grep -E "^==|rc=|ERROR SUMMARY|RACECHECK SUMMARY|values" "$OUT/sanitizer.log" ;;
   bench)
-    timeout 600 python3 -m cupy_kernels.bench --peers .peers/tk --json "$OUT/bench.json" \
+    timeout ${BENCH_TIMEOUT:-600} python3 -m cupy_kernels.bench --peers .peers/tk ${BENCH_ARGS:-} --json "$OUT/bench.json" \
         --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1
     echo "bench rc=$?"; tail -30 "$OUT/bench.txt" ;;
   esac

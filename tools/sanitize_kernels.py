@@ -29,7 +29,7 @@ def main():
             q8 = ck.quantize_mxfp8(xg, dtype=dtype, naive=naive)
             w8 = mxfp4ref.quantize_mxfp8(xd)
             ok &= np.array_equal(q8.data.get(), w8.data)
-    q = ck.quantize(cp.asarray(x), axis=0)
+    q = ck.quantize(cp.asarray(np.concatenate([x, x[:27]])), axis=0)          # (64, 96), blocks along 0
     for out in ("float32", "bfloat16"):
         for naive in (False, True):
             y = ck.dequantize(q.packed, q.scales, axis=0, dtype=out, naive=naive)

@@ -11,11 +11,11 @@
 //
 // Kernels (OUT: 0 float32, 1 bfloat16 bits):
 //   mx_dequantize_naive<OUT>  any axis, any block size: one thread per output element.
-//   mx_dequantize_fast<OUT>   last axis, bs == 32: a thread owns 8 consecutive elements (reads one
-//                             4-byte word of codes and its block's scale byte, writes one 16-byte
-//                             vector of bfloat16 or two of float32); a warp reads 128 contiguous
-//                             bytes and writes 512 / 1024. UNROLL chunks per thread at stride
-//                             blockDim.x, loads first. Launch: 256 threads, grid-stride.
+//   mx_dequantize_fast<OUT>   last axis, bs == 32: a thread owns a chunk of 8 (bfloat16) or 4
+//                             (float32) consecutive elements: it reads 4 / 2 bytes of codes and the
+//                             block's scale byte and writes ONE 16-byte vector, so a warp's store is
+//                             512 contiguous bytes. UNROLL chunks per thread at stride blockDim.x,
+//                             loads first. Launch: 256 threads, grid-stride over chunks.
 #include "mx_common.cuh"
 
 #define MXK_OUT_F32 0
@@ -48,25 +48,32 @@ template <int OUT>
 __global__ void __launch_bounds__(256) mx_dequantize_fast(const unsigned char* __restrict__ codes,
                                                           const unsigned char* __restrict__ scales,
                                                           void* __restrict__ out, long long nchunks) {
-    const long long step = (long long)blockDim.x * MXK_D_UNROLL;
+    // a chunk is 8 elements (4 code bytes -> 16 bytes of bfloat16) or, for float32, 4 elements
+    // (2 code bytes -> 16 bytes of float32): every store is one 16-byte vector, contiguous across the warp
+    constexpr int CH = (OUT == MXK_OUT_F32) ? 4 : 8;
+    constexpr int U = (OUT == MXK_OUT_F32) ? 2 * MXK_D_UNROLL : MXK_D_UNROLL;
+    const long long step = (long long)blockDim.x * U;
     for (long long base = (long long)blockIdx.x * step; base < nchunks; base += (long long)gridDim.x * step) {
-        mxk_u32 w[MXK_D_UNROLL], b[MXK_D_UNROLL];
+        mxk_u32 w[U], b[U];
 #pragma unroll
-        for (int u = 0; u < MXK_D_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
-            w[u] = ch < nchunks ? ((const mxk_u32*)codes)[ch] : 0u;
-            b[u] = ch < nchunks ? scales[ch >> 2] : 127u;
+            if (ch < nchunks) {
+                w[u] = (CH == 8) ? ((const mxk_u32*)codes)[ch] : ((const unsigned short*)codes)[ch];
+                b[u] = scales[ch / (32 / CH)];
+            } else {
+                w[u] = 0u;
+                b[u] = 127u;
+            }
         }
 #pragma unroll
-        for (int u = 0; u < MXK_D_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
             if (ch >= nchunks) continue;
             mxk_u32 f[8];
             mxk_e2m1_dequant_chunk8(w[u], b[u], f);
             if (OUT == MXK_OUT_F32) {
-                uint4* p = (uint4*)out + 2 * ch;
-                p[0] = make_uint4(f[0], f[1], f[2], f[3]);
-                p[1] = make_uint4(f[4], f[5], f[6], f[7]);
+                ((uint4*)out)[ch] = make_uint4(f[0], f[1], f[2], f[3]);
             } else {
                 ((uint4*)out)[ch] = make_uint4((f[0] >> 16) | (f[1] & 0xFFFF0000u),
                                                (f[2] >> 16) | (f[3] & 0xFFFF0000u),

@@ -222,6 +222,12 @@ MXK_HD mxk_u32 mxk_scale_byte(mxk_u32 A, const MxkConv& c) {
         b = Er - emax;
         if (Er == 0xFF && !nonfinite && c.even_overflow == 1) return 0xFFu;
         if (Er == 0xFF && !nonfinite && c.even_overflow == 2) return 0xFEu;
+    } else if (!nonfinite && c.elem == MXK_ELEM_E2M1 && E >= 4) {
+        // RCEIL, E2M1, the descale amax/6 a normal float32 (E >= 4): ceil(log2(amax/6)) in integers,
+        // b = E - 2 + (significand > 1.5). Both descale arithmetics give this byte here (rounding
+        // fl(amax/6) or fl(amax * fl(1/6)) never crosses a power of two; tests/test_cu_host.py
+        // checks every mantissa of several binades against the spec).
+        b = E - 2 + (M > 0x400000);
     } else if (!nonfinite) {  // RCEIL: the float32 descale D, rounded once (float64 holds the
         double mx = mxk_elem_max(c.elem);  // exact product; fl32(fl64(a / m)) == fl32(a / m))
         double a64 = mxk_f32bits_to_f64(A);
@@ -310,16 +316,27 @@ MXK_HD mxk_u32 mxk_e2m1_mag(mxk_u32 a, int k, int rnd) { return mxk_encode_mag(a
 // ---- fast E2M1 encode by thresholds ------------------------------------------------------------------
 //
 // For a block whose multiplier is 2^k with every threshold t * 2^-k a normal float32, the E2M1 code of
-// |x| * 2^k is the number of thresholds that |x| passes; comparing float32 bit patterns of
-// non-negative numbers as unsigned integers orders them exactly (subnormals included). Ties: RNE and
-// AWAY differ in which midpoints are inclusive, ZERO uses the grid points themselves.
+// |x| * 2^k is the number of thresholds that |x| reaches. Thresholds are made inclusive (|x| >= T):
+// "|x| > t" is "|x| >= the next float32 after t" (bit pattern + 1), exact. A 3-level binary search
+// over the 7 thresholds takes 3 float compares and 4 selects per element (float pipe); flush-to-zero
+// cannot matter: every threshold is a normal float32 and a subnormal |x| is below all of them.
+// NaN: every "!(|x| < T)" is true, so NaN gets code 7; +-Inf also 7.
 struct MxkE2m1Thresholds {
-    mxk_u32 t[7];   // float32 bits of the thresholds divided by 2^k
-    mxk_u32 incl;   // bit i set: code increments when a >= t[i]; clear: when a > t[i]
+    float t[7];     // inclusive thresholds on |x|, increasing
 };
 
-// Thresholds (float32 bits) of the scaled value: 0.25 0.75 1.25 1.75 2.5 3.5 5 (midpoints) and
-// 0.5 1 1.5 2 3 4 6 (grid points, for truncation).
+MXK_HD float mxk_bits_f32(mxk_u32 u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+// Midpoints 0.25 0.75 1.25 1.75 2.5 3.5 5 (RNE, AWAY) or grid points 0.5 1 1.5 2 3 4 6 (ZERO), as
+// float32 bits, divided by 2^k. False if some threshold would not be a normal float32.
 MXK_HD bool mxk_e2m1_thresholds(int k, int rnd, MxkE2m1Thresholds* th) {
     const mxk_u32 mid[7] = {0x3E800000u, 0x3F400000u, 0x3FA00000u, 0x3FE00000u,
                             0x40200000u, 0x40600000u, 0x40A00000u};
@@ -327,21 +344,25 @@ MXK_HD bool mxk_e2m1_thresholds(int k, int rnd, MxkE2m1Thresholds* th) {
                             0x40400000u, 0x40800000u, 0x40C00000u};
     // exponent fields 125..129 (mid) and 126..129 (pts); after dividing by 2^k they must stay in 1..254
     if (125 - k < 1 || 129 - k > 254) return false;
+    // strict comparisons (a tie rounds DOWN): RNE's ties at 0.25, 1.25, 2.5 and 5 go to the even
+    // code below; AWAY has none; ZERO compares with the grid points themselves, inclusive.
+    const mxk_u32 strict = (rnd == MXK_RND_RNE) ? 0x55u : 0u;
+#pragma unroll
     for (int i = 0; i < 7; i++) {
-        mxk_u32 base = (rnd == MXK_RND_ZERO) ? pts[i] : mid[i];
-        th->t[i] = base - ((mxk_u32)k << 23);
+        const mxk_u32 base = (rnd == MXK_RND_ZERO) ? pts[i] : mid[i];
+        th->t[i] = mxk_bits_f32(base - ((mxk_u32)k << 23) + ((strict >> i) & 1u));
     }
-    if (rnd == MXK_RND_ZERO) th->incl = 0x7Fu;                 // a >= grid point
-    else if (rnd == MXK_RND_AWAY) th->incl = 0x7Fu;            // ties go up
-    else th->incl = 0x2Au;                                     // RNE: ties at 0.75, 1.75, 3.5 go up
     return true;
 }
 
-MXK_HD mxk_u32 mxk_e2m1_mag_th(mxk_u32 a, const MxkE2m1Thresholds& th) {
-    mxk_u32 c = 0;
-#pragma unroll
-    for (int i = 0; i < 7; i++) c += ((th.incl >> i) & 1u) ? (a >= th.t[i]) : (a > th.t[i]);
-    return c;
+// Magnitude code (0..7) of |x| (ax, a float32; NaN gives 7) against inclusive thresholds.
+MXK_HD mxk_u32 mxk_e2m1_mag_th(float ax, const MxkE2m1Thresholds& th) {
+    const bool p2 = !(ax < th.t[3]);                              // code >= 4
+    const float tm = p2 ? th.t[5] : th.t[1];
+    const bool p1 = !(ax < tm);                                   // code in {2,3} or {6,7}
+    const float tl = p2 ? (p1 ? th.t[6] : th.t[4]) : (p1 ? th.t[2] : th.t[0]);
+    const bool p0 = !(ax < tl);
+    return (p2 ? 4u : 0u) | (p1 ? 2u : 0u) | (p0 ? 1u : 0u);
 }
 
 // Is s = fl32(x * multiplier) exactly +-0 for a finite x (a = |x| bits)? True for x = 0, for the
@@ -413,13 +434,19 @@ MXK_HD mxk_u32 mxk_e2m1_chunk8(const mxk_u32 v[8], mxk_u32 b, const MxkConv& c) 
     mxk_u32 word = 0;
     MxkE2m1Thresholds th;
     if (mk == MXK_MUL_POW2 && c.rounding != MXK_RND_MX && mxk_e2m1_thresholds(k, c.rounding, &th)) {
-        const mxk_u32 nanm = mxk_nan_mag(c);
+        if (!c.nan_code_torchao) {                      // NaN -> 7 comes out of the search itself
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const mxk_u32 a = v[j] & 0x7FFFFFFFu;
-            mxk_u32 m = mxk_e2m1_mag_th(a, th);           // NaN and Inf pass every threshold: 7
-            m = (a > 0x7F800000u) ? nanm : m;
-            word |= (m | ((v[j] >> 28) & 8u)) << (4 * j);
+            for (int j = 0; j < 8; j++) {
+                const mxk_u32 m = mxk_e2m1_mag_th(mxk_bits_f32(v[j] & 0x7FFFFFFFu), th);
+                word |= (m | ((v[j] >> 28) & 8u)) << (4 * j);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const mxk_u32 a = v[j] & 0x7FFFFFFFu;
+                const mxk_u32 m = (a > 0x7F800000u) ? 0x3u : mxk_e2m1_mag_th(mxk_bits_f32(a), th);
+                word |= (m | ((v[j] >> 28) & 8u)) << (4 * j);
+            }
         }
     } else {
 #pragma unroll

@@ -54,6 +54,12 @@ void h_dequant_e2m1(const unsigned char* codes, const unsigned char* scales, lon
     }
 }
 
+// amax: float32 bits (n,) -> E8M0 bytes under the conventions in flags.
+void h_scale_bytes(const unsigned* amax, long long n, int flags, unsigned char* out) {
+    const MxkConv c = mxk_unpack_conv(flags);
+    for (long long i = 0; i < n; i++) out[i] = (unsigned char)mxk_scale_byte(amax[i], c);
+}
+
 void h_f16_to_f32(const unsigned short* h, long long n, unsigned* out) {
     for (long long i = 0; i < n; i++) out[i] = mxk_f16_to_f32bits(h[i]);
 }
