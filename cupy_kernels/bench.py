@@ -119,7 +119,7 @@ def bench_quantize(ctx: Ctx):
         x = _rand_bf16(cp, (rows, cols))
         t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", preset="triton-round-up"))
         peer = _peer_quant(ctx, rows, cols) if (rows, cols) == (8192, 8192) else None
-        row = {"kernel": "quantize bf16->mxfp4 (fast)", "size": f"{rows}x{cols}", "time_us": t,
+        row = {"kernel": "quantize bf16->mxfp4 (fast, triton-round-up)", "size": f"{rows}x{cols}", "time_us": t,
                "bytes": n * 2 + n // 2 + n // 32}
         if peer and "quantize_GBps" in peer:
             row["peer_GBps"] = peer["quantize_GBps"]
@@ -127,6 +127,10 @@ def bench_quantize(ctx: Ctx):
             row["note"] = peer.get("error", "")
         rows_out.append(row)
         if (rows, cols) == (8192, 8192):
+            for preset in ("ocp", "torchao-even"):
+                t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", preset=preset))
+                rows_out.append({"kernel": f"quantize bf16->mxfp4 (fast, {preset})", "size": f"{rows}x{cols}",
+                                 "time_us": t, "bytes": n * 2 + n // 2 + n // 32})
             t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", naive=True))
             rows_out.append({"kernel": "quantize bf16->mxfp4 (naive)", "size": f"{rows}x{cols}",
                              "time_us": t, "bytes": n * 2 + n // 2 + n // 32})
