@@ -179,7 +179,7 @@ def test_cli_exit_codes_and_json(bundle, tmp_path, capsys):
     js = tmp_path / "r.json"
     assert main(["check", str(d), str(bad), "--json", str(js)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL w: 1 of 64 elements differ" in out and "[hi nibble differs]" in out
+    assert "FAIL w: 1 of 64 elements differ" in out and "[hi nibble differs; elements 4, 5 of the row]" in out
     rep = json.loads(js.read_text())
     assert rep["passed"] is False and rep["exit_code"] == 1
     assert {r["name"]: r["verdict"] for r in rep["tensors"]} == {"w": "FAIL", "x": "PASS"}

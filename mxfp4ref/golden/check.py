@@ -81,7 +81,10 @@ def _check_exact(name, entry, want, got) -> TensorResult:
     enc = entry["encoding"]
     for i in bad[:FIRST_MISMATCHES]:
         e, g = want.ravel()[i], got.ravel()[i]
-        note = nibble_note(int(e), int(g)) if enc == "fp4x2" else ""
+        note = ""
+        if enc == "fp4x2":                       # which FP4 elements: byte c holds elements 2c, 2c+1
+            c = int(i % want.shape[-1]) if want.ndim else 0
+            note = f"{nibble_note(int(e), int(g))}; elements {2 * c}, {2 * c + 1} of the row"
         res.mismatches.append(Mismatch(int(i), _index(i, want.shape), show(e, enc), show(g, enc), note=note))
     return res
 
