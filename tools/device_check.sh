@@ -4,7 +4,8 @@
 #   2. GPU tests (pytest -m gpu)                    -> $OUT/gpu_tests.log
 #   3. compute-sanitizer memcheck + racecheck       -> $OUT/sanitizer.log
 #   4. python -m cupy_kernels.bench (+ peer)        -> $OUT/bench.txt, $OUT/bench.json
-# Usage: tools/device_check.sh [env|tests|sanitize|bench ...]  (default: all four).
+# Usage: tools/device_check.sh [env|tests|sanitize|profile|bench ...]  (default: env tests sanitize bench;
+# profile = Nsight Compute sections of the quantize/dequantize/route/align kernels -> $OUT/ncu.txt).
 # Env: TESTS="tests/test_gpu_quantize.py ..." (default tests/test_gpu_*.py), PYTEST_ARGS="-k quantize",
 # BENCH_ARGS="--only quantize,routing". Each step is time-limited; the script always runs to the end.
 set -u
@@ -39,6 +40,12 @@ for step in $STEPS; do
         echo "rc=$?"
       done; } > "$OUT/sanitizer.log" 2>&1
     grep -E "^==|rc=|ERROR SUMMARY|RACECHECK SUMMARY|values" "$OUT/sanitizer.log" ;;
+  profile)
+    # second launch of each kernel (the first is warm-up); sections that say where the time goes
+    timeout ${PROFILE_TIMEOUT:-240} ncu --kernel-name regex:mx_ --launch-skip 4 --launch-count 4 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section SchedulerStats python3 tools/profile_kernels.py > "$OUT/ncu.txt" 2>&1
+    echo "profile rc=$?"; grep -E "mx_|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|Registers Per" "$OUT/ncu.txt" | head -60 ;;
   bench)
     timeout ${BENCH_TIMEOUT:-600} python3 -m cupy_kernels.bench --peers .peers/tk ${BENCH_ARGS:-} --json "$OUT/bench.json" \
         --markdown "$OUT/bench.md" > "$OUT/bench.txt" 2>&1

@@ -22,6 +22,8 @@
 // Order inside an expert = warp order, then chunk order, then lane order = ascending f.
 #include "mx_common.cuh"
 
+#define MXK_A_UNROLL 8
+
 template <int IDT>
 __device__ __forceinline__ int mxk_load_id(const void* ids, long long i) {
     if (IDT == 0) return ((const int*)ids)[i];
@@ -51,17 +53,26 @@ __global__ void mx_align(const void* __restrict__ topk_ids, long long numel, int
     const long long begin = (long long)w * seg;
     const long long end = begin + seg < numel ? begin + seg : numel;
 
-    // ---- pass 1: counts per (warp, expert)
+    // ---- pass 1: counts per (warp, expert). Ids are loaded MXK_A_UNROLL chunks at a time so that
+    // several global loads are in flight per warp (a single block has few warps to hide latency).
     bool out_of_range = false;
-    for (long long base = begin; base < end; base += 32) {
-        const long long f = base + lane;
-        int e = (f < end) ? mxk_load_id<IDT>(topk_ids, f) : -1;
-        if (f < end && (e < 0 || e >= E)) {
-            out_of_range = true;
-            e = -1;
+    for (long long base0 = begin; base0 < end; base0 += 32 * MXK_A_UNROLL) {
+        int ev[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = base0 + 32 * u + lane;
+            ev[u] = (f < end) ? mxk_load_id<IDT>(topk_ids, f) : -1;
+            if (f < end && (ev[u] < 0 || ev[u] >= E)) {
+                out_of_range = true;
+                ev[u] = -1;
+            }
         }
-        const unsigned int peers = __match_any_sync(0xFFFFFFFFu, e);
-        if (e >= 0 && (peers & lt_mask) == 0) cnt[w * E + e] += __popc(peers);
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const int e = ev[u];
+            const unsigned int peers = __match_any_sync(0xFFFFFFFFu, e);
+            if (e >= 0 && (peers & lt_mask) == 0) cnt[w * E + e] += __popc(peers);
+        }
     }
     if (__any_sync(0xFFFFFFFFu, out_of_range) && lane == 0) atomicOr(bad, 1);
     __syncthreads();
@@ -114,21 +125,30 @@ __global__ void mx_align(const void* __restrict__ topk_ids, long long numel, int
     if (threadIdx.x == 0) num_post_padded[0] = total;
     __syncthreads();
 
-    // ---- pass 2: scatter flat indices
-    for (long long base = begin; base < end; base += 32) {
-        const long long f = base + lane;
-        int e = (f < end) ? mxk_load_id<IDT>(topk_ids, f) : -1;
-        if (e < 0 || e >= E) e = -1;
-        const unsigned int peers = __match_any_sync(0xFFFFFFFFu, e);
-        const int leader = __ffs(peers) - 1;
-        int cursor = 0;
-        if (e >= 0 && lane == leader) cursor = cnt[w * E + e];
-        cursor = __shfl_sync(0xFFFFFFFFu, cursor, leader);
-        if (e >= 0) {
-            sorted_ids[cursor + __popc(peers & lt_mask)] = (int)f;
-            if (lane == leader) cnt[w * E + e] = cursor + __popc(peers);
+    // ---- pass 2: scatter flat indices (same chunks, same order)
+    for (long long base0 = begin; base0 < end; base0 += 32 * MXK_A_UNROLL) {
+        int ev[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = base0 + 32 * u + lane;
+            ev[u] = (f < end) ? mxk_load_id<IDT>(topk_ids, f) : -1;
+            if (ev[u] < 0 || ev[u] >= E) ev[u] = -1;
         }
-        __syncwarp();
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = base0 + 32 * u + lane;
+            const int e = ev[u];
+            const unsigned int peers = __match_any_sync(0xFFFFFFFFu, e);
+            const int leader = __ffs(peers) - 1;
+            int cursor = 0;
+            if (e >= 0 && lane == leader) cursor = cnt[w * E + e];
+            cursor = __shfl_sync(0xFFFFFFFFu, cursor, leader);
+            if (e >= 0) {
+                sorted_ids[cursor + __popc(peers & lt_mask)] = (int)f;
+                if (lane == leader) cnt[w * E + e] = cursor + __popc(peers);
+            }
+            __syncwarp();
+        }
     }
 }
 

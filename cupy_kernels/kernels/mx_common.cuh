@@ -335,6 +335,31 @@ MXK_HD float mxk_bits_f32(mxk_u32 u) {
 #endif
 }
 
+MXK_HD mxk_u32 mxk_f32_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    mxk_u32 u;
+    __builtin_memcpy(&u, &f, 4);
+    return u;
+#endif
+}
+
+// Single IEEE operations, never contracted into others (device: the _rn intrinsics).
+#ifdef __CUDA_ARCH__
+MXK_HD float mxk_fmul(float a, float b) { return __fmul_rn(a, b); }
+MXK_HD float mxk_fadd(float a, float b) { return __fadd_rn(a, b); }
+MXK_HD float mxk_fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+MXK_HD float mxk_fmin(float a, float b) { return fminf(a, b); }
+MXK_HD float mxk_fabs(float a) { return fabsf(a); }
+#else
+MXK_HD float mxk_fmul(float a, float b) { volatile float r = a * b; return r; }
+MXK_HD float mxk_fadd(float a, float b) { volatile float r = a + b; return r; }
+MXK_HD float mxk_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+MXK_HD float mxk_fmin(float a, float b) { return __builtin_fminf(a, b); }
+MXK_HD float mxk_fabs(float a) { return __builtin_fabsf(a); }
+#endif
+
 // Midpoints 0.25 0.75 1.25 1.75 2.5 3.5 5 (RNE, AWAY) or grid points 0.5 1 1.5 2 3 4 6 (ZERO), as
 // float32 bits, divided by 2^k. False if some threshold would not be a normal float32.
 MXK_HD bool mxk_e2m1_thresholds(int k, int rnd, MxkE2m1Thresholds* th) {
@@ -433,7 +458,25 @@ MXK_HD mxk_u32 mxk_e2m1_chunk8(const mxk_u32 v[8], mxk_u32 b, const MxkConv& c) 
     const int mk = mxk_multiplier(b, c, &k);
     mxk_u32 word = 0;
     MxkE2m1Thresholds th;
-    if (mk == MXK_MUL_POW2 && c.rounding != MXK_RND_MX && mxk_e2m1_thresholds(k, c.rounding, &th)) {
+    if (mk == MXK_MUL_POW2 && c.rounding == MXK_RND_RNE && k >= -126 && k <= 124) {
+        // RNE by float rounding (FMA pipe): s = |x| * 2^k (exact, or below 2^-126 where the code is
+        // 0 anyway); with M = 1.5 * 2^23 (ulp 1), fl(2s + M) = M + rne(2s), fl(s + M + 2) =
+        // M + 2 + rne(s), fl(s/2 + M + 4) = M + 4 + rne(s/2): the E2M1 code of s in [0, 2), [2, 4)
+        // and [4, 8); each candidate is <= the others exactly in its own range, so the code is their
+        // minimum, saturated at M + 7 (fminf drops a NaN, so NaN and Inf give 7). k <= 124 keeps a
+        // subnormal x (flushed to zero under -ftz) below 0.25 after scaling.
+        const float P = mxk_bits_f32((mxk_u32)(k + 127) << 23);
+        const float M0 = 12582912.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float sj = mxk_fmul(mxk_fabs(mxk_bits_f32(v[j])), P);
+            float r = mxk_fmin(mxk_fma(sj, 2.0f, M0), mxk_fadd(sj, M0 + 2.0f));
+            r = mxk_fmin(mxk_fmin(r, mxk_fma(sj, 0.5f, M0 + 4.0f)), M0 + 7.0f);
+            mxk_u32 m = mxk_f32_bits(r) - 0x4B400000u;
+            if (c.nan_code_torchao && (v[j] & 0x7FFFFFFFu) > 0x7F800000u) m = 0x3u;
+            word += (m | ((v[j] >> 28) & 8u)) << (4 * j);
+        }
+    } else if (mk == MXK_MUL_POW2 && c.rounding != MXK_RND_MX && mxk_e2m1_thresholds(k, c.rounding, &th)) {
         if (!c.nan_code_torchao) {                      // NaN -> 7 comes out of the search itself
 #pragma unroll
             for (int j = 0; j < 8; j++) {
