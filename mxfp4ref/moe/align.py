@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .routing import check_topk_ids
+
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
@@ -36,12 +38,7 @@ def max_num_tokens_padded(numel: int, block_size: int, num_experts: int, pad_sor
 
 
 def _check_args(topk_ids, block_size, num_experts, expert_map):
-    if not isinstance(topk_ids, np.ndarray):
-        raise TypeError(f"topk_ids: expected a numpy.ndarray, got {type(topk_ids).__name__}")
-    if topk_ids.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
-        raise TypeError(f"topk_ids: expected dtype int32 or int64, got {topk_ids.dtype}")
-    if topk_ids.ndim != 2:
-        raise ValueError(f"topk_ids: expected shape (num_tokens, top_k), got shape {topk_ids.shape}")
+    check_topk_ids(topk_ids)
     for name, v in (("block_size", block_size), ("num_experts", num_experts)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise TypeError(f"{name}: expected an int, got {type(v).__name__}")

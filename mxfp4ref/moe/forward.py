@@ -26,6 +26,7 @@ import numpy as np
 from .._checks import check_choice
 from ..e2m1 import E2M1_VALUES
 from .activations import SWIGLU_ALPHA, SWIGLU_LIMIT, Activation, apply_activation
+from .routing import check_topk_ids
 from .weights import MoEWeights
 
 BF16 = ml_dtypes.bfloat16
@@ -65,12 +66,7 @@ def local_expert_ids(topk_ids, weights: MoEWeights, expert_map=None, global_num_
 
     topk_ids: (T, k) int32/int64 global ids in [-1, G) (-1 = slot already dropped). G is
     global_num_experts, defaulting to len(expert_map) or weights.num_experts."""
-    if not isinstance(topk_ids, np.ndarray):
-        raise TypeError(f"topk_ids: expected a numpy.ndarray, got {type(topk_ids).__name__}")
-    if topk_ids.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
-        raise TypeError(f"topk_ids: expected dtype int32 or int64, got {topk_ids.dtype}")
-    if topk_ids.ndim != 2:
-        raise ValueError(f"topk_ids: expected shape (num_tokens, top_k), got shape {topk_ids.shape}")
+    check_topk_ids(topk_ids)
     E = weights.num_experts
     if expert_map is not None:
         if not isinstance(expert_map, np.ndarray) or expert_map.dtype != np.int32 or expert_map.ndim != 1:

@@ -71,6 +71,16 @@ def _check_logits(router_logits) -> np.ndarray:
     return x
 
 
+def check_topk_ids(topk_ids) -> None:
+    """TypeError/ValueError unless topk_ids is a 2-D int32/int64 ndarray (num_tokens, top_k)."""
+    if not isinstance(topk_ids, np.ndarray):
+        raise TypeError(f"topk_ids: expected a numpy.ndarray, got {type(topk_ids).__name__}")
+    if topk_ids.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise TypeError(f"topk_ids: expected dtype int32 or int64, got {topk_ids.dtype}")
+    if topk_ids.ndim != 2:
+        raise ValueError(f"topk_ids: expected shape (num_tokens, top_k), got shape {topk_ids.shape}")
+
+
 def select_topk(logits: np.ndarray, top_k: int) -> np.ndarray:
     """Expert ids (T, k) int32 of the k largest logits per row, ties to the lower id, in
     descending-logit order. logits: (T, E) float32, finite.
