@@ -42,9 +42,14 @@ def _machine() -> str:
 def run(size: int, k: int, repeat: int, scale_rule: str, rounding: str, seed: int = 0, out=sys.stdout) -> dict:
     """Time both backends; return {(op, backend): elements per second}."""
     from . import dequantize, quantize
+    from .quantize import resolve_config
 
-    if size % k or k % 32:
-        raise ValueError(f"size: expected a multiple of K={k} (itself a multiple of 32), got {size}")
+    resolve_config(scale_rule, rounding)                # bad names fail before any work
+
+    if k <= 0 or k % 32:
+        raise ValueError(f"--k: expected a positive multiple of 32, got {k}")
+    if size <= 0 or size % k:
+        raise ValueError(f"--size: expected a positive multiple of --k={k}, got {size}")
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((size // k, k), dtype=np.float32)
          * np.exp2(rng.integers(-20, 20, (size // k, k // 32)).repeat(32, axis=1)).astype(np.float32))
@@ -85,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-rule", default="floor")
     p.add_argument("--rounding", default="rne")
     a = p.parse_args(argv)
-    run(a.size, a.k, a.repeat, a.scale_rule, a.rounding)
+    if a.repeat < 1:
+        p.error(f"--repeat: expected at least 1, got {a.repeat}")
+    try:
+        run(a.size, a.k, a.repeat, a.scale_rule, a.rounding)
+    except ValueError as e:
+        p.error(str(e))
     return 0
 
 

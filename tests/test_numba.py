@@ -313,3 +313,20 @@ def test_bench_smoke():
     assert out.returncode == 0, out.stderr
     for word in ("quantize", "dequantize", "numpy", "numba", "elements/s", "numba / numpy"):
         assert word in out.stdout
+
+
+@pytest.mark.parametrize("argv, msg", [(["--size", "1000"], "--size: expected a positive multiple"),
+                                       (["--k", "48"], "--k: expected a positive multiple of 32"),
+                                       (["--scale-rule", "round"], "scale_rule: unknown value")])
+def test_bench_rejects_bad_arguments(argv, msg, capsys):
+    from mxfp4ref import bench
+    with pytest.raises(SystemExit):
+        bench.main(argv + ["--repeat", "1"])
+    assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_empty_rows(backend):
+    t = mxfp4ref.quantize(np.zeros((0, 64), np.float32), backend=backend)
+    assert t.packed.shape == (0, 32) and t.scales.shape == (0, 2)
+    assert mxfp4ref.dequantize(t.packed, t.scales, backend=backend).shape == (0, 64)
