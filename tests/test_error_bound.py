@@ -184,3 +184,19 @@ def test_probabilistic_bound_catches_what_worst_case_misses_at_larger_shapes():
     dropped = fused_moe(x, replace(w, w2_bias=None), tw, ti, pipeline="bf16")
     assert check_within_bound(dropped, exact, worst).ok          # documented weakness of the worst case
     assert not check_within_bound(dropped, exact, prob).ok
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_accepts_other_activations(activation):
+    w = random_weights(4, 64, 64, seed=3, gate_up="concatenated")
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(12, 64)) * 3).astype(BF)
+    tw, ti = route(rng.normal(size=(12, 4)).astype(np.float32), 2)
+    bound, exact = error_bound(x, w, tw, ti, activation=activation, return_exact=True)
+    assert np.median(bound / np.abs(exact)) < 0.5                        # a usable width, not inf
+    out = fused_moe(x, w, tw, ti, activation=activation, pipeline="bf16")
+    assert check_within_bound(out, exact, bound).ok
+    swapped = fused_moe(x, w.with_gate_up("interleaved"), tw, ti, activation=activation, pipeline="bf16")
+    assert np.array_equal(swapped, out)                                  # same layer, other row order
+    assert not check_within_bound(fused_moe(x, w, tw * tw, ti, activation=activation, pipeline="bf16"),
+                                  exact, bound).ok

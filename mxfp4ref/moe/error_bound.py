@@ -62,7 +62,8 @@ class KernelModel:
 
 
 def _activation_parts(h, d1, activation, layout, alpha, limit):
-    """For each channel j: |f(h)|, the propagated |f(h^) - f(h)| and the fp32 evaluation relative error.
+    """Per channel j: |f(h)|, the propagated |f(h^) - f(h)|, the fp32 evaluation's relative error and its
+    absolute error term (GELU only).
 
     h, d1: (n, 2I) exact pre-activation and its error bound."""
     g, u = split_gate_up(h, layout)                                         # (n, I) each, exact
@@ -87,9 +88,10 @@ def _activation_parts(h, d1, activation, layout, alpha, limit):
         slope = 1.0
     # fp32 evaluation: a few ulps plus exp's argument rounding (|arg| ulps; exp overflows past ~88)
     rho = (np.minimum(slope * (np.abs(g) + dg), 104.0) + 8.0) * 2.0 ** -23
-    if act is Activation.GELU:        # 1 + erf(z) cancels for z << 0: an absolute error term instead
-        rho = rho + 2.0 ** -22 * 0.5 * (np.abs(g) + dg) * (np.abs(u) + du) / np.maximum(F, 1e-300)
-    return F, prop, rho
+    absolute = np.zeros_like(F)
+    if act is Activation.GELU:        # 1 + erf(z) cancels for z << 0: an absolute error term as well
+        absolute = 2.0 ** -22 * 0.5 * (np.abs(g) + dg) * (np.abs(u) + du)
+    return F, prop, rho, absolute
 
 
 def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, on_input, alpha, limit,
@@ -110,9 +112,9 @@ def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, 
     del aw13
     # Stage 2: a = act(h) (times gamma if on input), rounded to bf16
     with np.errstate(over="ignore"):                                       # exp(-alpha g) -> inf is fine
-        F, P, rho = _activation_parts(h, D1, activation, layout, alpha, limit)   # (n, I) each
+        F, P, rho, absolute = _activation_parts(h, D1, activation, layout, alpha, limit)   # (n, I) each
     a = apply_activation(h, activation, layout, alpha=alpha, limit=limit)   # exact
-    E_y = P + rho * (F + P) + TINY                                          # |fp32 act(h^) - act(h)|
+    E_y = P + rho * (F + P) + absolute + TINY                               # |fp32 act(h^) - act(h)|
     if on_input:
         E_z, A = g * (E_y + mu * (F + E_y)), g * F
         a = a * g
