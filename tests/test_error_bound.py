@@ -200,3 +200,8 @@ def test_accepts_other_activations(activation):
     assert np.array_equal(swapped, out)                                  # same layer, other row order
     assert not check_within_bound(fused_moe(x, w, tw * tw, ti, activation=activation, pipeline="bf16"),
                                   exact, bound).ok
+
+
+def test_returned_exact_is_fused_moe_exact_bit_for_bit(case):
+    w, x, tw, ti, bound, exact = case                     # top-4: the order of the slot sum matters
+    assert np.array_equal(exact, fused_moe(x, w, tw, ti))

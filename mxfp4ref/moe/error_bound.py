@@ -156,7 +156,7 @@ def error_bound(x: np.ndarray, weights: MoEWeights, topk_weights: np.ndarray, to
     H = weights.hidden_size
     x64 = x.astype(np.float64)
     x_hat = x.astype(np.float32).astype(BF16).astype(np.float64)            # what a bf16 kernel reads
-    exact = np.zeros((T, H))
+    exact_rows = np.zeros((T, k, H))                                        # as fused_moe keeps them
     sum_R = np.zeros((T, H))
     sum_D4 = np.zeros((T, H))
     sum_S = np.zeros((T, H))
@@ -165,11 +165,12 @@ def error_bound(x: np.ndarray, weights: MoEWeights, topk_weights: np.ndarray, to
         rows, R, D4, S3 = _expert_bound(x64[tok], x_hat[tok], topk_weights[tok, slot], weights, int(e),
                                         activation=activation, on_input=bool(apply_router_weight_on_input),
                                         alpha=alpha, limit=limit, model=model)
-        np.add.at(exact, tok, rows)
+        exact_rows[tok, slot] = rows
         np.add.at(sum_R, tok, R)
         np.add.at(sum_D4, tok, D4)
         np.add.at(sum_S, tok, S3)
     n_rows = (local >= 0).sum(axis=1)[:, None]                              # (T, 1) rows per token
+    exact = exact_rows.sum(axis=1)                                          # same sum as fused_moe
     # Stage 5: fp32 sum of the rows in any order, then bf16
     E5 = sum_D4 + model.gamma(n_rows) * (sum_R + sum_D4)
     D5 = E5 + model.u_io * (np.abs(exact) + E5) + TINY
