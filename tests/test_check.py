@@ -211,3 +211,16 @@ def test_manifest_is_deterministic(bundle, tmp_path):
     assert m["format"] == "mxfp4ref-golden" and m["format_version"] == 1
     assert m["tensors"]["output"]["reference"] == "output_exact"
     assert len(m["files"]["weights.safetensors"]["sha256"]) == 64
+
+
+def test_show_limits_listed_mismatches(bundle, capsys, tmp_path):
+    d, t = bundle
+    w = t["w"] ^ np.uint8(0x11)                     # every byte differs
+    assert len(check(d, {"w": w}, show=3)["w"].mismatches) == 3
+    assert check(d, {"w": w}, show=0)["w"].failures == w.size
+    cand = tmp_path / "c.npz"
+    np.savez(cand, w=w)
+    assert main(["check", str(d), str(cand), "--show", "2"]) == 1
+    assert "first 2:" in capsys.readouterr().out
+    assert main(["check", str(d), str(cand), "--show", "-1"]) == 2
+    assert "--show: expected an int >= 0, got -1" in capsys.readouterr().err

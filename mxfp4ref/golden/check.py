@@ -75,11 +75,11 @@ def _index(flat: int, shape) -> tuple:
     return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
 
 
-def _check_exact(name, entry, want, got) -> TensorResult:
+def _check_exact(name, entry, want, got, show_n: int) -> TensorResult:
     bad = np.flatnonzero(bits(want).ravel() != bits(got).ravel())
     res = TensorResult(name, "exact", passed=bad.size == 0, elements=int(want.size), failures=int(bad.size))
     enc = entry["encoding"]
-    for i in bad[:FIRST_MISMATCHES]:
+    for i in bad[:show_n]:
         e, g = want.ravel()[i], got.ravel()[i]
         note = ""
         if enc == "fp4x2":                       # which FP4 elements: byte c holds elements 2c, 2c+1
@@ -89,7 +89,7 @@ def _check_exact(name, entry, want, got) -> TensorResult:
     return res
 
 
-def _check_bounded(name, entry, ref, bound, got) -> TensorResult:
+def _check_bounded(name, entry, ref, bound, got, show_n: int) -> TensorResult:
     g = got.astype(np.float64).ravel()
     r = ref.astype(np.float64).ravel()
     b = bound.astype(np.float64).ravel()
@@ -102,9 +102,9 @@ def _check_bounded(name, entry, ref, bound, got) -> TensorResult:
                        failures=int(bad_mask.sum()),
                        worst_ratio=float(ratio.max()) if ratio.size else 0.0,
                        reference=entry["reference"], bound=entry["bound"])
-    order = np.argsort(-ratio, kind="stable")[:FIRST_MISMATCHES]
+    order = np.argsort(-ratio, kind="stable")[:show_n]
     for i in order:
-        if (res.passed and len(res.mismatches) >= 3) or (not res.passed and err[i] <= b[i]):
+        if (res.passed and len(res.mismatches) >= min(3, show_n)) or (not res.passed and err[i] <= b[i]):
             break                               # a pass shows its 3 closest calls, a fail only failures
         res.mismatches.append(Mismatch(int(i), _index(i, got.shape), expected=repr(float(r[i])),
                                        got=repr(float(g[i])), error=float(err[i]), bound=float(b[i]),
@@ -112,9 +112,10 @@ def _check_bounded(name, entry, ref, bound, got) -> TensorResult:
     return res
 
 
-def check(bundle_dir, candidate, *, verify: bool = True) -> Report:
+def check(bundle_dir, candidate, *, verify: bool = True, show: int = FIRST_MISMATCHES) -> Report:
     """Judge ``candidate`` (dict name -> ndarray, or a .safetensors/.npz path) against a bundle.
 
+    ``show``: how many mismatching (exact) or worst (bounded) elements each result lists.
     Returns a :class:`Report` (``report.passed``, ``report.exit_code``, ``report.results``);
     raises :class:`CheckInputError` if the check cannot be carried out.
     """
@@ -126,6 +127,8 @@ def check(bundle_dir, candidate, *, verify: bool = True) -> Report:
     cand = load_candidate(candidate) if isinstance(candidate, (str, Path)) else candidate
     if not isinstance(cand, dict):
         raise CheckInputError(f"candidate: expected a dict of arrays or a file path, got {type(cand).__name__}")
+    if not isinstance(show, int) or show < 0:
+        raise CheckInputError(f"show: expected an int >= 0, got {show!r}")
     if not cand:
         raise CheckInputError("candidate: holds no tensors")
     unknown = sorted(set(cand) - set(bundle.tensors))
@@ -139,10 +142,10 @@ def check(bundle_dir, candidate, *, verify: bool = True) -> Report:
         entry = bundle.tensors[name]
         got = _coerce(name, cand[name], entry)
         if entry["check"] == "exact":
-            report.results.append(_check_exact(name, entry, bundle[name], got))
+            report.results.append(_check_exact(name, entry, bundle[name], got, show))
         elif entry["check"] == "bounded":
             report.results.append(_check_bounded(name, entry, bundle[entry["reference"]],
-                                                 bundle[entry["bound"]], got))
+                                                 bundle[entry["bound"]], got, show))
         else:
             report.results.append(TensorResult(name, "none", passed=True, elements=int(got.size), failures=0))
     return report

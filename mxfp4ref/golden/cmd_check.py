@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("candidate", metavar="CANDIDATE", help="candidate tensors: a .safetensors or .npz file")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="also write a machine-readable report to FILE ('-' for stdout, replacing the text)")
+    p.add_argument("--show", type=int, default=10, metavar="N",
+                   help="list the first N mismatches (bit-exact) or the N worst elements (bounded) per tensor")
     p.add_argument("--no-verify", action="store_true", default=False,
                    help="skip the SHA-256 check of the bundle's files")
     p.set_defaults(func=run)
@@ -27,9 +29,10 @@ def run(args) -> int:
     from .check import CheckInputError, check
 
     try:
-        report = check(args.bundle, args.candidate, verify=not args.no_verify)
+        report = check(args.bundle, args.candidate, verify=not args.no_verify, show=args.show)
     except CheckInputError as e:
-        print(f"mxfp4ref check: error: {e}", file=sys.stderr)
+        msg = str(e).replace("show: ", "--show: ", 1) if str(e).startswith("show: ") else str(e)
+        print(f"mxfp4ref check: error: {msg}", file=sys.stderr)
         return 2
     if args.json == "-":
         print(report.to_json())
