@@ -51,7 +51,7 @@ def _stream_smem(kp):
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
-    "stream6": (64, 8, 128, _stream_smem),    # same, 6 superblocks in flight
+    "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
     "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
@@ -285,7 +285,7 @@ def choose_config(n_slots: int, num_experts: int) -> str:
     """Kernel configuration by the expected tokens per expert (host-side, no device data read)."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if per_expert <= 8:
-        return "stream"
+        return "decode"
     if per_expert <= 48:
         return "tiled32"
     return "tiled256"
@@ -442,15 +442,16 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg)
 
 
-def dequant_probe(words, scale_bytes):
+def dequant_probe(words, scale_bytes, *, general: bool = True):
     """Run the kernels' register dequantizer on kernel-order words (uint32 (n,)) and scale bytes (n,):
-    returns uint16 (n, 8) bf16 bits in logical code order (for the exhaustive exactness test)."""
+    returns uint16 (n, 8) bf16 bits in logical code order (for the exhaustive exactness test).
+    general=False runs the one-multiply path the kernels take when a warp's scale bytes are all <= 128."""
     _require_cupy()
     w = _as_device(words, "words", cp.uint32)
     s = _as_device(scale_bytes, "scale_bytes", cp.uint32)
     n = int(w.shape[0])
     out = cp.empty((n, 8), cp.uint16)
-    _kernel("moe_dequant_probe")(((n + 255) // 256,), (256,), (w, s, np.int32(n), out))
+    _kernel("moe_dequant_probe")(((n + 255) // 256,), (256,), (w, s, np.int32(n), np.int32(int(general)), out))
     return out
 
 

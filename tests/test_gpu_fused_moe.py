@@ -130,17 +130,19 @@ def sub_layer(w: MoEWeights, experts):
 # GPU: dequantizer, exhaustive and bit-exact
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.gpu
-def test_dequant_probe_all_codes_all_scales():
-    # 256 scale bytes x 2 words covering the 16 codes (codes 0..7 then 8..15 in logical order)
+@pytest.mark.parametrize("general", [True, False])
+def test_dequant_probe_all_codes_all_scales(general):
+    # 256 scale bytes x 2 words covering the 16 codes (codes 0..7 then 8..15 in logical order); the
+    # one-multiply path (general=False) is only taken for scale bytes <= 128, so only those are checked
     logical = np.array([list(range(8)), list(range(8, 16))], np.uint32)      # (2, 8)
     words = np.zeros(2, np.uint32)
     for j in range(8):
         words |= logical[:, j] << np.uint32(4 * ((j % 2) * 4 + 3 - j // 2))
     W = np.tile(words, 256)
     S = np.repeat(np.arange(256, dtype=np.uint32), 2)
-    got = _cp().asnumpy(fm.dequant_probe(W, S)).reshape(256, 2, 8)
+    got = _cp().asnumpy(fm.dequant_probe(W, S, general=general)).reshape(256, 2, 8)
     codes = logical.astype(np.uint8)
-    for s in range(256):
+    for s in range(256 if general else 129):
         scale = np.float32(np.nan) if s == 255 else np.float32(np.ldexp(1.0, s - 127))
         with np.errstate(over="ignore", invalid="ignore"):
             want = (E2M1[codes] * scale).astype(BF16).view(np.uint16)
@@ -149,6 +151,22 @@ def test_dequant_probe_all_codes_all_scales():
             assert np.isnan(g.view(BF16).astype(np.float32)).all()
         else:
             np.testing.assert_array_equal(g, want, err_msg=f"scale byte {s}")
+
+
+@pytest.mark.gpu
+def test_large_scale_bytes_take_the_exact_path():
+    """Scale bytes above 128 (a warp then takes the general two-multiply dequantization) and 0, 1."""
+    E, H, I, k = 2, 64, 64, 2
+    w = random_moe_weights(E, H, I, seed=41)
+    s13 = w.w13_weight_scale.copy()
+    s13[0, :4, 0] = [129, 130, 0, 1]                     # a warp sees bytes > 128: two-multiply path
+    w = MoEWeights(w.w13_weight, s13, w.w2_weight, w.w2_weight_scale, w.w13_bias, w.w2_bias, w.gate_up)
+    rng = np.random.default_rng(42)
+    x = random_x(rng, 16, H)
+    tw, ids = random_routing(rng, 16, E, k)
+    for cfg in ("stream", "decode", "tiled32"):
+        out = fm.fused_moe(x, fm.to_device(w), tw, ids, config=cfg)
+        assert_within_bound(out, x, w, tw, ids)
 
 
 # --------------------------------------------------------------------------------------------------

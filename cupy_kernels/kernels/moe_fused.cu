@@ -86,6 +86,35 @@ __device__ __forceinline__ void dequant8(u32 q, u32 sbyte, u32 out[4]) {
     }
 }
 
+template <bool B>
+struct BoolC {
+    static constexpr bool value = B;
+};
+
+// Pair p (codes 2p, 2p+1 of a kernel-order word) as bf16x2 bits of value * 2**-126.
+__device__ __forceinline__ u32 fp4pair(u32 q, int p) {
+    const u32 v = q << (4 * p);
+    return (v & 0x80008000u) | ((v >> 6) & 0x01c001c0u);
+}
+
+// The 8 codes of q in 32-block b of scale word sw (4 E8M0 bytes). !SLOW: every byte of the warp's
+// scale words is <= 128 (checked by warp_needs_slow), so one multiply by 2**(s-1) is exact: prmt puts
+// byte b in both halves, one multiply-add makes (s + 126) << 7. SLOW: the general dequant8.
+template <bool SLOW>
+__device__ __forceinline__ void dequant_blk(u32 q, u32 sw, int b, u32 out[4]) {
+    if (!SLOW) {
+        const u32 f = __byte_perm(sw, 0u, 0x4040u + 0x0101u * (u32)b) * 128u + 0x3f003f00u;
+#pragma unroll
+        for (int p = 0; p < 4; ++p) out[p] = bf16x2_mul(fp4pair(q, p), f);
+    } else {
+        dequant8(q, (sw >> (8 * b)) & 0xffu, out);
+    }
+}
+
+// Warp-uniform: does any lane's scale word hold a byte > 128 (the two-multiply path)?
+__device__ __forceinline__ u32 big_scales(u32 sw) { return __vcmpgtu4(sw, 0x80808080u); }
+__device__ __forceinline__ bool warp_needs_slow(u32 big) { return __any_sync(0xffffffffu, big != 0u); }
+
 __device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -282,13 +311,20 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
             srow[m][h] = A.S + (long)expert * nsb_all * A.rows_p + r;     // + sb * rows_p
         }
     }
-    float acc[MT][NT][4];
+    constexpr bool DUAL = MT * NT <= 4;       // second accumulator for mma step 1: two dependency chains
+    float acc[MT][NT][4], acc2[DUAL ? MT : 1][DUAL ? NT : 1][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.0f;
+#pragma unroll
+    for (int m = 0; m < (DUAL ? MT : 1); ++m)
+#pragma unroll
+        for (int n = 0; n < (DUAL ? NT : 1); ++n)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc2[m][n][i] = 0.0f;
 
     const int nsb = (A.kblocks + 3) >> 2;     // superblocks holding real data
     const int sb0 = (ks * nsb) / KS, sb1 = ((ks + 1) * nsb) / KS;
@@ -326,37 +362,44 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
         u32 sn[MT][2];
         uint4 xn[XPRE ? NT * 4 : 1];
         load_w(sb + 1, wn, sn, xn);           // prefetch the next superblock
+        u32 big = 0;
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            const int blk = sb * 4 + b;
-            if (blk >= A.kblocks) break;
-            uint4 xv[NT];
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-                xv[n] = XPRE ? xb[n * 4 + b] : (xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0));
-            u32 a[MT][2][4];
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
-                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
+        for (int m = 0; m < MT; ++m) big |= big_scales(sv[m][0]) | big_scales(sv[m][1]);
+        auto step = [&](auto slow) {
+    #pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                const int blk = sb * 4 + b;
+                if (blk >= A.kblocks) break;
+                uint4 xv[NT];
+    #pragma unroll
+                for (int n = 0; n < NT; ++n)
+                    xv[n] = XPRE ? xb[n * 4 + b] : (xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0));
+                u32 a[MT][2][4];
+    #pragma unroll
+                for (int m = 0; m < MT; ++m)
+    #pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
+                        dequant_blk<decltype(slow)::value>(q, sv[m][h], b, a[m][h]);
+                    }
+    #pragma unroll
+                for (int m = 0; m < MT; ++m) {                        // step 0 for every tile, then step 1
+                    if (!mvalid[m]) continue;
+    #pragma unroll
+                    for (int n = 0; n < NT; ++n)
+                        mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
                 }
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {                        // step 0 for every tile, then step 1
-                if (!mvalid[m]) continue;
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+    #pragma unroll
+                for (int m = 0; m < MT; ++m) {
+                    if (!mvalid[m]) continue;
+    #pragma unroll
+                    for (int n = 0; n < NT; ++n)
+                        mma_bf16(DUAL ? acc2[DUAL ? m : 0][DUAL ? n : 0] : acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3],
+                                 a[m][1][3], xv[n].z, xv[n].w);
+                }
             }
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-                if (!mvalid[m]) continue;
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
-            }
-        }
+        };
+        if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
 #pragma unroll
         for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -367,6 +410,14 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
         }
     }
 
+    if (DUAL) {                               // fold the step-1 chain into the step-0 chain
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) acc[m][n][i] += acc2[DUAL ? m : 0][DUAL ? n : 0][i];
+    }
     if (KS > 1) {                             // split-K: fixed-order reduction through shared memory
         __shared__ float red[NW][32][MT * NT * 4];
 #pragma unroll
@@ -400,16 +451,17 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
     GemmArgs A{W, S, bias, X, sorted_slot, tiles, meta, topk_w, out, ldx, ldo, rows_p, rows_real,       \
                out_rows, kp, kblocks, top_k, act, weight_on_input};
 
-// name, MT, NT, KS, RS, CS  (block rows = 16*MT*RS, block tokens = 8*NT*CS, threads = 32*KS*RS*CS)
-#define DEFINE_GEMM(name, MT, NT, KS, RS, CS)                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS)                                     \
+// name, MT, NT, KS, RS, CS, MINB (block rows = 16*MT*RS, block tokens = 8*NT*CS, threads = 32*KS*RS*CS,
+// at least MINB blocks resident per SM)
+#define DEFINE_GEMM(name, MT, NT, KS, RS, CS, MINB)                                                     \
+    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS, MINB)                               \
         moe_gemm1_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, true>(A); }   \
-    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS)                                     \
+    extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS, MINB)                               \
         moe_gemm2_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, false>(A); }
 
-DEFINE_GEMM(decode, 2, 1, 8, 1, 1)     // 32 rows x 8 tokens, 8 warps split K: weight streaming
-DEFINE_GEMM(mid, 2, 4, 4, 1, 1)        // 32 rows x 32 tokens, 4 warps split K
-DEFINE_GEMM(large, 2, 8, 1, 4, 1)      // 128 rows x 64 tokens, 4 warps
+DEFINE_GEMM(decode, 2, 1, 8, 1, 1, 2)  // 32 rows x 8 tokens, 8 warps split K: weight streaming
+DEFINE_GEMM(mid, 2, 4, 4, 1, 1, 1)     // 32 rows x 32 tokens, 4 warps split K
+DEFINE_GEMM(large, 2, 8, 1, 4, 1, 1)      // 128 rows x 64 tokens, 4 warps
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -474,29 +526,38 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     cp_async_wait<0>();
     __syncthreads();
     float acc[1][1][4] = {{{0.0f, 0.0f, 0.0f, 0.0f}}};
+    float acc2[4] = {0.0f, 0.0f, 0.0f, 0.0f};                    // mma step 1: a second dependency chain
     const u16* xb = xsm + g * xrow_len + 8 * t;
     for (int sb0 = 0; sb0 < nsb; sb0 += D) {
 #pragma unroll
         for (int i = 0; i < D; ++i) {
             const int sb = sb0 + i;
             if (sb < nsb) {
+                const uint4 wa = wr[i][0], wb = wr[i][1];
+                const u32 sa = sr[i][0], sc = sr[i][1];
+                auto step = [&](auto slow) {
 #pragma unroll
-                for (int b = 0; b < 4; ++b) {
-                    const int blk = sb * 4 + b;
-                    if (blk >= A.kblocks) break;
-                    u32 a0[4], a1[4];
-                    dequant8((b == 0) ? wr[i][0].x : (b == 1) ? wr[i][0].y : (b == 2) ? wr[i][0].z : wr[i][0].w,
-                             (sr[i][0] >> (8 * b)) & 0xffu, a0);
-                    dequant8((b == 0) ? wr[i][1].x : (b == 1) ? wr[i][1].y : (b == 2) ? wr[i][1].z : wr[i][1].w,
-                             (sr[i][1] >> (8 * b)) & 0xffu, a1);
-                    const uint4 xv = *reinterpret_cast<const uint4*>(xb + blk * 32);
-                    mma_bf16(acc[0][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
-                    mma_bf16(acc[0][0], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
-                }
+                    for (int b = 0; b < 4; ++b) {
+                        const int blk = sb * 4 + b;
+                        if (blk >= A.kblocks) break;
+                        u32 a0[4], a1[4];
+                        dequant_blk<decltype(slow)::value>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w,
+                                                           sa, b, a0);
+                        dequant_blk<decltype(slow)::value>((b == 0) ? wb.x : (b == 1) ? wb.y : (b == 2) ? wb.z : wb.w,
+                                                           sc, b, a1);
+                        const uint4 xv = *reinterpret_cast<const uint4*>(xb + blk * 32);
+                        mma_bf16(acc[0][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+                        mma_bf16(acc2, a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+                    }
+                };
+                if (warp_needs_slow(big_scales(sa) | big_scales(sc))) step(BoolC<true>());
+                else step(BoolC<false>());
                 load(sb + D, wr[i], sr[i]);
             }
         }
     }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[0][0][i] += acc2[i];
     moe_epilogue<1, 1, GATED>(A, acc, expert, start, count, row0, 0, g, t);
 }
 
@@ -593,31 +654,37 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
                 wv[m][h] = wst[r * 4 + t];
                 sv[m][h] = sst[r];
             }
+        u32 big = 0;
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            if (sb * 4 + b >= A.kblocks) break;
-            u32 a[MT][2][4];
-#pragma unroll
-            for (int m = 0; m < MT; ++m)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
-                    dequant8(q, (sv[m][h] >> (8 * b)) & 0xffu, a[m][h]);
-                }
-            uint4 xv[NT];
-#pragma unroll
-            for (int n = 0; n < NT; ++n) xv[n] = *reinterpret_cast<const uint4*>(xst + n * 8 * XS_ROW + 32 * b);
-#pragma unroll
-            for (int n = 0; n < NT; ++n)                          // step 0 for every tile, then step 1
-#pragma unroll
+        for (int m = 0; m < MT; ++m) big |= big_scales(sv[m][0]) | big_scales(sv[m][1]);
+        auto step = [&](auto slow) {
+    #pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                if (sb * 4 + b >= A.kblocks) break;
+                u32 a[MT][2][4];
+    #pragma unroll
                 for (int m = 0; m < MT; ++m)
-                    mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int m = 0; m < MT; ++m)
-                    mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
-        }
+    #pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        u32 q = (b == 0) ? wv[m][h].x : (b == 1) ? wv[m][h].y : (b == 2) ? wv[m][h].z : wv[m][h].w;
+                        dequant_blk<decltype(slow)::value>(q, sv[m][h], b, a[m][h]);
+                    }
+                uint4 xv[NT];
+    #pragma unroll
+                for (int n = 0; n < NT; ++n) xv[n] = *reinterpret_cast<const uint4*>(xst + n * 8 * XS_ROW + 32 * b);
+    #pragma unroll
+                for (int n = 0; n < NT; ++n)                          // step 0 for every tile, then step 1
+    #pragma unroll
+                    for (int m = 0; m < MT; ++m)
+                        mma_bf16(acc[m][n], a[m][0][0], a[m][1][0], a[m][0][1], a[m][1][1], xv[n].x, xv[n].y);
+    #pragma unroll
+                for (int n = 0; n < NT; ++n)
+    #pragma unroll
+                    for (int m = 0; m < MT; ++m)
+                        mma_bf16(acc[m][n], a[m][0][2], a[m][1][2], a[m][0][3], a[m][1][3], xv[n].z, xv[n].w);
+            }
+        };
+        if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
     }
     cp_async_wait<0>();
     moe_epilogue<MT, NT, GATED>(A, acc, expert, start, count, rowblk + wr0, col0, g, t);
@@ -634,7 +701,7 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
     }
 
 DEFINE_GEMM_STREAM(stream, 4, 4)         // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
-DEFINE_GEMM_STREAM(stream6, 6, 4)        // same, 6 superblocks in flight
+DEFINE_GEMM_STREAM(streamw, 4, 8)        // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
@@ -725,13 +792,15 @@ extern "C" __global__ void moe_gemm2_naive(const unsigned char* w2, const unsign
 }
 
 // ------------------------------------------------------------------------------------------------
-// Probe: the register dequantizer alone. codes_word[i] is a kernel-order uint32 of 8 codes, sbyte[i] its
-// scale byte; out[8*i + j] = bf16 bits of code j (logical order) times 2**(sbyte - 127).
-extern "C" __global__ void moe_dequant_probe(const u32* codes_word, const u32* sbyte, int n, u16* out) {
+// Probe: the register dequantizer alone (general=1: the two-multiply path, 0: the one-multiply path the
+// kernels take when every scale byte of the warp is <= 128). codes_word[i] is a kernel-order uint32 of
+// 8 codes, sbyte[i] its scale byte; out[8*i + j] = bf16 bits of code j (logical order) times 2**(sbyte - 127).
+extern "C" __global__ void moe_dequant_probe(const u32* codes_word, const u32* sbyte, int n, int general, u16* out) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     u32 r[4];
-    dequant8(codes_word[i], sbyte[i], r);
+    if (general) dequant_blk<true>(codes_word[i], sbyte[i], 0, r);     // any scale byte
+    else dequant_blk<false>(codes_word[i], sbyte[i], 0, r);            // scale bytes <= 128 only
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
         out[8 * i + 2 * p] = (u16)(r[p] & 0xffffu);
