@@ -3,6 +3,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,3 +176,18 @@ def test_every_flag_of_golden_check_vectors_shows_its_default():
 def test_default_golden_is_gpt_oss_20b_16_tokens():
     args = build_parser().parse_args(["golden"])
     assert (args.config, args.tokens, args.out) == ("gpt-oss-20b", 16, None)
+
+
+@pytest.mark.slow
+def test_default_run_is_a_gpt_oss_20b_bundle_in_under_two_minutes(tmp_path):
+    """The README's first command: no flags, gpt-oss-20b, 16 tokens; < 2 min on a 2-core machine."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "mxfp4ref", "golden", "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "golden-gpt-oss-20b"
+    b = load_bundle(d)
+    assert b.tensors["w13_weight"]["shape"] == [32, 5760, 1440] and b.tensors["output"]["shape"] == [16, 2880]
+    assert check(d, {"output": b["output"], "topk_ids": b["topk_ids"]}).passed
+    assert elapsed < 120, f"default golden run took {elapsed:.0f} s"
