@@ -224,3 +224,20 @@ def test_show_limits_listed_mismatches(bundle, capsys, tmp_path):
     assert "first 2:" in capsys.readouterr().out
     assert main(["check", str(d), str(cand), "--show", "-1"]) == 2
     assert "--show: expected an int >= 0, got -1" in capsys.readouterr().err
+
+
+def test_edited_manifest_is_a_clear_error(bundle, tmp_path):
+    d, t = bundle
+    c = _copy(d, tmp_path)
+    m = json.loads((c / "manifest.json").read_text())
+    m["tensors"]["w"]["shape"] = [2, 4, 4]
+    (c / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckInputError, match=r"manifest says 'w' is uint8 \[2, 4, 4\], weights.safetensors holds"):
+        check(c, {"w": np.zeros((2, 4, 4), np.uint8)})
+    del m["tensors"]["w"]["dtype"]
+    (c / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CheckInputError, match="manifest entry of tensor 'w' lacks"):
+        check(c, {"s": t["s"]})
+    (c / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckInputError, match="is not valid JSON"):
+        check(c, {"s": t["s"]})

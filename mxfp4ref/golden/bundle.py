@@ -144,7 +144,14 @@ class Bundle:
             if name not in self.tensors:
                 raise KeyError(f"bundle has no tensor {name!r}")
             entry = self.tensors[name]
-            self._cache[name] = st_io.load_file(self.root / entry["file"], [name])[name]
+            try:
+                a = st_io.load_file(self.root / entry["file"], [name])[name]
+            except st_io.SafetensorsError as e:
+                raise BundleError(f"bundle: {e}") from None
+            if list(a.shape) != list(entry["shape"]) or st_io.dtype_name(a.dtype) != entry["dtype"]:
+                raise BundleError(f"bundle: manifest says {name!r} is {entry['dtype']} {entry['shape']}, "
+                                  f"{entry['file']} holds {st_io.dtype_name(a.dtype)} {list(a.shape)}")
+            self._cache[name] = a
         return self._cache[name]
 
 
@@ -185,6 +192,22 @@ def load_bundle(bundle_dir, verify: bool = True) -> Bundle:
                 raise BundleError(f"bundle: file {fname} was modified: SHA-256 {digest[:16]}..., "
                                   f"manifest says {info['sha256'][:16]}...")
     for name, entry in manifest["tensors"].items():
-        if entry.get("file") not in manifest["files"]:
-            raise BundleError(f"bundle: tensor {name!r} lives in {entry.get('file')!r}, not listed in files")
+        _check_entry(name, entry, manifest)
     return Bundle(root, manifest)
+
+
+def _check_entry(name: str, entry, manifest: dict) -> None:
+    """BundleError unless a manifest tensor entry is complete and consistent."""
+    need = ("file", "dtype", "shape", "encoding", "check")
+    if not isinstance(entry, dict) or any(k not in entry for k in need):
+        raise BundleError(f"bundle: manifest entry of tensor {name!r} lacks one of {list(need)}")
+    if entry["file"] not in manifest["files"]:
+        raise BundleError(f"bundle: tensor {name!r} lives in {entry['file']!r}, not listed in files")
+    if entry["check"] not in CHECKS or entry["encoding"] not in ENCODINGS:
+        raise BundleError(f"bundle: tensor {name!r} has check {entry['check']!r} / encoding "
+                          f"{entry['encoding']!r}; expected one of {CHECKS} / {ENCODINGS}")
+    if entry["check"] == "bounded":
+        for key in ("reference", "bound"):
+            if entry.get(key) not in manifest["tensors"]:
+                raise BundleError(f"bundle: bounded tensor {name!r} names {key} {entry.get(key)!r}, "
+                                  "which is not in the bundle")

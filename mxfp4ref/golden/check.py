@@ -135,6 +135,13 @@ def check(bundle_dir, candidate, *, verify: bool = True, show: int = FIRST_MISMA
     if unknown:
         raise CheckInputError(f"candidate: unknown tensor name(s) {unknown}; the bundle has "
                               f"{sorted(bundle.tensors)}")
+    try:
+        return _judge(bundle, cand, label, show)
+    except BundleError as e:
+        raise CheckInputError(str(e)) from None
+
+
+def _judge(bundle: Bundle, cand: dict, label: str, show: int) -> Report:
     report = Report(bundle=str(bundle.root), candidate=label)
     for name in bundle.tensors:                  # manifest order, not the candidate's
         if name not in cand:
