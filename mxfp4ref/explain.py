@@ -151,7 +151,9 @@ def why(scaled: float, lower: float, upper: float, code: int, cfg: QuantConfig) 
                 Rounding.MX_NEAREST: "tie -> away from 0"}.get(cfg.rounding, "tie")
     if cfg.rounding is Rounding.ZERO:
         return "toward zero"
-    return "nearer" if v in (abs(lower), abs(upper)) else ""
+    if (m < mid and v == abs(upper)) or (m > mid and v == abs(lower)):
+        return "the farther point: float32 arithmetic of mx-nearest"
+    return "nearer"
 
 
 def render(ex: Explanation, source: str = "") -> str:
@@ -179,12 +181,12 @@ def render(ex: Explanation, source: str = "") -> str:
     w(f"  every element is multiplied by {float(ex.multiplier)!r} (float32), then rounded to the E2M1 grid")
     w("")
     w("  grid lo / grid hi: the E2M1 grid points on either side of |scaled| (carrying its sign)")
-    hdr = (f"{'i':>2}  {'input':>14}  {'scaled':>14}  {'grid lo':>10} {'grid hi':>10}  "
+    hdr = (f"{'i':>2}  {'input':>15}  {'scaled':>15}  {'grid lo':>10} {'grid hi':>10}  "
            f"{'code s ee m':>14}  {'decoded':>14}  {'error':>11}  why")
     w(hdr)
     w("-" * len(hdr))
     for i in range(BLOCK):
-        w(f"{i:2d}  {float(ex.x[i]):14.7g}  {float(ex.scaled[i]):14.7g}  {ex.lower[i]:10g} "
+        w(f"{i:2d}  {float(ex.x[i]):15.9g}  {float(ex.scaled[i]):15.9g}  {ex.lower[i]:10g} "
           f"{ex.upper[i]:10g}  {code_text(int(ex.codes[i])):>14}  {ex.decoded[i]:14.7g}  "
           f"{ex.error[i]:11.4g}  {why(ex.scaled[i], ex.lower[i], ex.upper[i], int(ex.codes[i]), cfg)}")
     w("")
