@@ -67,7 +67,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from .bundle import write_bundle
-    from .generate import GoldenOptions, make_golden
+    from .generate import GoldenOptionError, GoldenOptions, make_golden
     from .progress import Progress
 
     opts = GoldenOptions(config=args.config, tokens=args.tokens, seed=args.seed, preset=args.preset,
@@ -75,20 +75,13 @@ def run(args) -> int:
                          align_block_size=args.align_block_size, checkpoint=args.checkpoint, layer=args.layer,
                          ep_size=args.ep_size, ep_rank=args.ep_rank, tp_size=args.tp_size, tp_rank=args.tp_rank,
                          layout=args.layout, bound=args.bound)
-    try:
-        opts.validate()
-    except ValueError as e:
-        print(f"mxfp4ref golden: error: {e}", file=sys.stderr)
-        return 2
     out = args.out or f"golden-{opts.config}"
     progress = Progress(quiet=args.quiet)
     t0 = time.perf_counter()
     try:
         specs, meta = make_golden(opts, progress)
-    except (ValueError, OSError) as e:
-        if opts.checkpoint is None:
-            raise
-        print(f"mxfp4ref golden: error: --checkpoint {opts.checkpoint} --layer {opts.layer}: {e}", file=sys.stderr)
+    except GoldenOptionError as e:
+        print(f"mxfp4ref golden: error: {e}", file=sys.stderr)
         return 2
     progress.stage("write bundle", len({s.file for s in specs}) + 1)
     done = [0]

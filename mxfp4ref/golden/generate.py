@@ -29,6 +29,10 @@ BF16 = ml_dtypes.bfloat16
 BOUND_MODELS = {"worst-case": None, "probabilistic": 7.0}
 
 
+class GoldenOptionError(ValueError):
+    """An option (named as its command-line flag) that cannot work; the CLI exits 2 with the message."""
+
+
 @dataclass(frozen=True)
 class GoldenOptions:
     """Everything that determines a bundle's bytes (the manifest's ``arguments``)."""
@@ -54,22 +58,22 @@ class GoldenOptions:
         from ..moe.configs import CONFIGS
 
         if self.config not in CONFIGS:
-            raise ValueError(f"--config: unknown value {self.config!r}; expected one of {sorted(CONFIGS)}")
+            raise GoldenOptionError(f"--config: unknown value {self.config!r}; expected one of {sorted(CONFIGS)}")
         for flag, v, lo in (("--tokens", self.tokens, 1), ("--seed", self.seed, 0),
                             ("--ep-size", self.ep_size, 1), ("--tp-size", self.tp_size, 1),
                             ("--align-block-size", self.align_block_size, 1)):
             if not isinstance(v, int) or v < lo:
-                raise ValueError(f"{flag}: expected an int >= {lo}, got {v!r}")
+                raise GoldenOptionError(f"{flag}: expected an int >= {lo}, got {v!r}")
         if not 0 <= self.ep_rank < self.ep_size:
-            raise ValueError(f"--ep-rank: expected 0 <= rank < --ep-size ({self.ep_size}), got {self.ep_rank}")
+            raise GoldenOptionError(f"--ep-rank: expected 0 <= rank < --ep-size ({self.ep_size}), got {self.ep_rank}")
         if not 0 <= self.tp_rank < self.tp_size:
-            raise ValueError(f"--tp-rank: expected 0 <= rank < --tp-size ({self.tp_size}), got {self.tp_rank}")
+            raise GoldenOptionError(f"--tp-rank: expected 0 <= rank < --tp-size ({self.tp_size}), got {self.tp_rank}")
         if (self.checkpoint is None) != (self.layer is None):
-            raise ValueError("--checkpoint and --layer: give both or neither")
+            raise GoldenOptionError("--checkpoint and --layer: give both or neither")
         if self.bound not in BOUND_MODELS:
-            raise ValueError(f"--bound: expected one of {sorted(BOUND_MODELS)}, got {self.bound!r}")
+            raise GoldenOptionError(f"--bound: expected one of {sorted(BOUND_MODELS)}, got {self.bound!r}")
         if self.routing_order not in ("weight", "id"):
-            raise ValueError(f"--routing-order: expected 'weight' or 'id', got {self.routing_order!r}")
+            raise GoldenOptionError(f"--routing-order: expected 'weight' or 'id', got {self.routing_order!r}")
 
 
 def random_inputs(seed: int, tokens: int, hidden: int, experts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +95,10 @@ def load_weights(opts: GoldenOptions, cfg, progress: Progress):
         from ..moe import checkpoint
 
         with ticking(progress, f"read layer {opts.layer}"):
-            return checkpoint.read_checkpoint(opts.checkpoint, opts.layer, gate_up=cfg.gate_up)
+            try:
+                return checkpoint.read_checkpoint(opts.checkpoint, opts.layer, gate_up=cfg.gate_up)
+            except (ValueError, TypeError, OSError) as e:
+                raise GoldenOptionError(f"--checkpoint {opts.checkpoint} --layer {opts.layer}: {e}") from None
     from .fast_weights import random_weights_with_progress    # = random_moe_weights, in parallel
 
     E, H, I = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size
@@ -141,9 +148,16 @@ def make_golden(opts: GoldenOptions, progress: Progress | None = None) -> tuple[
 
     full = load_weights(opts, cfg, progress)
     if (full.num_experts, full.hidden_size) != (E, H):
-        raise ValueError(f"--checkpoint: layer {opts.layer} has E={full.num_experts}, H={full.hidden_size}; "
+        raise GoldenOptionError(f"--checkpoint: layer {opts.layer} has E={full.num_experts}, H={full.hidden_size}; "
                          f"--config {opts.config} says E={E}, H={H}")
     w, expert_map, hidden_p = shard_and_pad(full, opts, cfg)
+    layout = []
+    if opts.layout is not None:                          # first, so a bad --layout fails fast
+        with ticking(progress, f"layout {opts.layout}"):
+            try:
+                layout = layout_specs(w, opts.layout)
+            except ValueError as e:
+                raise GoldenOptionError(f"--layout {opts.layout}: {e}") from None
     x, logits = random_inputs(opts.seed, T, H, E)
     xp = pad_hidden_states(x, hidden_p)
 
@@ -218,8 +232,7 @@ def make_golden(opts: GoldenOptions, progress: Progress | None = None) -> tuple[
               description=f"(T, H/2) quantize(quant_input, axis=-1, preset={opts.preset!r}).packed"),
         _spec("scales", q.scales, "quantizer.safetensors", encoding="e8m0", description="(T, H/32) scales"),
     ]
-    if opts.layout is not None:
-        specs += layout_specs(w, opts.layout)
+    specs += layout
     meta = {"generator": {"name": "mxfp4ref", "version": __version__},
             "arguments": {k: v for k, v in vars(opts).items()},
             "config": {k: v for k, v in vars(cfg).items()},
