@@ -181,3 +181,20 @@ def test_fast_float64_decode_equals_the_weights_decoding():
     assert same.all() and np.isnan(got[1, 32:64]).all()
     num = ~np.isnan(ref)
     assert (np.signbit(got[num]) == np.signbit(ref[num])).all()       # -0.0 codes stay -0.0
+
+
+def test_one_expert_at_a_time_memory():
+    """tracemalloc peak of the exact forward stays near ONE expert's float64 matrices, not all 32."""
+    import tracemalloc
+    E, H, I = 32, 256, 256
+    w, x, tw, ti = make_case(E, H, I, 64, 4)
+    assert len(np.unique(ti)) == E                                   # every expert is used
+    one_expert = (2 * I * H + H * I) * 8                             # float64 W13 and W2
+    tracemalloc.start()
+    try:
+        fused_moe(x, w, tw, ti)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * one_expert, (peak, one_expert)
+    assert peak < E * one_expert / 6
