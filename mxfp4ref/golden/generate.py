@@ -137,9 +137,11 @@ def make_golden(opts: GoldenOptions, progress: Progress | None = None) -> tuple[
     from .. import __version__, quantize
     from ..moe.align import align_block_size
     from ..moe.configs import get_config
+    from ..moe.error_bound import KernelModel, error_bound
     from ..moe.forward import fused_moe
     from ..moe.padding import pad_hidden_states
     from ..moe.routing import route
+    from .parallel import run_jobs
 
     opts.validate()
     progress = progress or Progress(quiet=True)
@@ -148,8 +150,8 @@ def make_golden(opts: GoldenOptions, progress: Progress | None = None) -> tuple[
 
     full = load_weights(opts, cfg, progress)
     if (full.num_experts, full.hidden_size) != (E, H):
-        raise GoldenOptionError(f"--checkpoint: layer {opts.layer} has E={full.num_experts}, H={full.hidden_size}; "
-                         f"--config {opts.config} says E={E}, H={H}")
+        raise GoldenOptionError(f"--checkpoint: layer {opts.layer} has E={full.num_experts}, "
+                                f"H={full.hidden_size}; --config {opts.config} says E={E}, H={H}")
     w, expert_map, hidden_p = shard_and_pad(full, opts, cfg)
     layout = []
     if opts.layout is not None:                          # first, so a bad --layout fails fast
@@ -165,9 +167,6 @@ def make_golden(opts: GoldenOptions, progress: Progress | None = None) -> tuple[
         topk_weights, topk_ids = route(logits, K, renormalize=cfg.renormalize, scoring=cfg.scoring,
                                        order=opts.routing_order)
         sorted_ids, block_experts, n_post = align_block_size(topk_ids, opts.align_block_size, E, expert_map)
-
-    from ..moe.error_bound import KernelModel, error_bound
-    from .parallel import run_jobs
 
     common = dict(activation=cfg.activation, expert_map=expert_map, global_num_experts=E,
                   alpha=cfg.swiglu_alpha, limit=cfg.swiglu_limit)
