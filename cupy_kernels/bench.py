@@ -275,6 +275,19 @@ def _peer_routing(ctx: Ctx, T, E, k):
         return None
 
 
+@register("fused_moe")
+def bench_fused_moe(ctx: Ctx):
+    """The full gpt-oss MoE layer (GPU routing + fused_moe, CUDA-graph replay) for gpt-oss-120b and -20b
+    at 1..16384 tokens, with triton_kernels' time from the same run (cupy_kernels/bench_fused_moe.py)."""
+    from .bench_fused_moe import MODELS, TOKENS, layer_rows, measure_ceilings
+    _, rate = measure_ceilings()
+    peers = os.path.dirname(os.path.abspath(ctx.peers)) if ctx.peers else None
+    rows = layer_rows(list(MODELS), TOKENS, reps=ctx.reps, peers=peers, bw=ctx.copy_GBps, rate=rate, verbose=False)
+    return [{"kernel": f"fused_moe {r['model']} ({r['config']})", "size": f"T={r['tokens']}", "time_us": r["ours_us"],
+             "peer_us": r["triton_us"],
+             "note": f"{100 * r['frac_roofline']:.0f}% of roofline {r['roofline_us']:.0f} us"} for r in rows]
+
+
 def fmt_table(rows, copy_GBps, gpu) -> str:
     head = (f"GPU: {gpu}; device-to-device copy: {copy_GBps:.0f} GB/s (read + write)\n\n"
             "| kernel | size | time (us) | bytes | GB/s | of copy | peer |\n|---|---|---|---|---|---|---|")
