@@ -126,6 +126,60 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False):
     return us, touched, parts
 
 
+def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=False, verbose=True):
+    """Rows (dicts) of the layer benchmark: ours vs triton_kernels per (model, tokens). ``peers``: the
+    folder holding bench_triton_kernels.py and tk/ (None: no peer). bw GB/s, rate TFLOP/s (or None)."""
+    import cupy as cp
+    dev = cp.cuda.runtime.getDeviceProperties(0)["name"]
+    dev = dev.decode() if isinstance(dev, bytes) else dev
+    rows = []
+    for name in models:
+        E, k, H, I = MODELS[name]
+        dw = random_device_layer(E, H, I)
+        tk = None
+        if peers:
+            try:
+                sys.path.insert(0, peers)
+                from bench_triton_kernels import TritonKernelsLayer
+                tk = TritonKernelsLayer(num_experts=E, hidden=H, intermediate=I, top_k=k, tk_dir=f"{peers}/tk")
+            except Exception as exc:              # noqa: BLE001 - the peer is optional: say why it is missing
+                print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}"[:300], flush=True)
+        rng = np.random.default_rng(0)
+        for T in tokens:
+            us, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown)
+            if parts and verbose:
+                print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
+                      flush=True)
+            tk_us = None
+            if tk is not None:
+                try:
+                    tk_us = tk.time_us(T)
+                except Exception as exc:          # noqa: BLE001
+                    print(f"# triton_kernels failed at T={T}: {exc}"[:300], flush=True)
+            nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
+            flops = 2.0 * T * k * (2 * I * H + H * I)
+            roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
+            from .fused_moe import choose_config
+            row = dict(model=name, tokens=T, config=config or choose_config(T * k, E), ours_us=us, triton_us=tk_us,
+                       touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
+                       gbps=nbytes / us / 1e3, device=dev)
+            rows.append(row)
+            if verbose:
+                ratio = f"{tk_us / us:6.2f}x" if tk_us else "   n/a"
+                tks = f"{tk_us:9.1f}" if tk_us else "      n/a"
+                print(f"{name:13s} T={T:6d} ours {us:9.1f} us  triton_kernels {tks} us  speedup {ratio}  "
+                      f"roofline {roof:8.1f} us ({100 * roof / us:5.1f}%)  {row['tflops']:6.1f} TFLOP/s  "
+                      f"{row['gbps']:6.0f} GB/s  experts {touched}  [{row['config']}]", flush=True)
+        del dw, tk
+        cp.get_default_memory_pool().free_all_blocks()
+        try:
+            import torch
+            torch.cuda.empty_cache()
+        except Exception:                          # noqa: BLE001
+            pass
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gpt-oss-120b,gpt-oss-20b")
@@ -144,57 +198,22 @@ def main(argv=None):
           f"{rate:.0f} TFLOP/s" if rate else f"# device {dev}; copy {bw:.0f} GB/s", flush=True)
     tokens = [int(t) for t in a.tokens.split(",")]
     rows = []
-    for name in a.models.split(","):
-        E, k, H, I = MODELS[name]
-        t0 = time.time()
-        dw = random_device_layer(E, H, I)
-        print(f"# {name}: layer built in {time.time() - t0:.1f} s", flush=True)
-        tk = None
-        if a.peers:
-            try:
-                sys.path.insert(0, a.peers)
-                from bench_triton_kernels import TritonKernelsLayer
-                tk = TritonKernelsLayer(num_experts=E, hidden=H, intermediate=I, top_k=k, tk_dir=f"{a.peers}/tk")
-            except Exception as exc:              # noqa: BLE001
-                print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}", flush=True)
-        rng = np.random.default_rng(0)
-        for T in tokens:
-            if a.sweep:
+    if a.sweep:
+        for name in a.models.split(","):
+            E, k, H, I = MODELS[name]
+            dw = random_device_layer(E, H, I)
+            for T in tokens:
                 res = []
                 for cfg in a.sweep.split(","):
                     us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg)
                     res.append(f"{cfg} {us_c:8.1f}")
                     rows.append(dict(model=name, tokens=T, config=cfg, ours_us=us_c, device=dev))
                 print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)
-                continue
-            us, touched, parts = time_ours(dw, T, k, rng, a.reps, a.config, a.breakdown)
-            if parts:
-                print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
-                      flush=True)
-            tk_us = None
-            if tk is not None:
-                try:
-                    tk_us = tk.time_us(T)
-                except Exception as exc:          # noqa: BLE001
-                    print(f"# triton_kernels failed at T={T}: {exc}", flush=True)
-            nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
-            flops = 2.0 * T * k * (2 * I * H + H * I)
-            roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
-            row = dict(model=name, tokens=T, config=a.config, ours_us=us, triton_us=tk_us, touched=touched, roofline_us=roof,
-                       frac_roofline=roof / us, tflops=flops / us / 1e6, gbps=nbytes / us / 1e3, device=dev)
-            rows.append(row)
-            ratio = f"{tk_us / us:6.2f}x" if tk_us else "   n/a"
-            tks = f"{tk_us:9.1f}" if tk_us else "      n/a"
-            print(f"{name:13s} T={T:6d} ours {us:9.1f} us  triton_kernels {tks} us  speedup {ratio}  "
-                  f"roofline {roof:8.1f} us ({100 * roof / us:5.1f}%)  {row['tflops']:6.1f} TFLOP/s  "
-                  f"{row['gbps']:6.0f} GB/s  experts {touched}", flush=True)
-        del dw, tk
-        cp.get_default_memory_pool().free_all_blocks()
-        try:
-            import torch
-            torch.cuda.empty_cache()
-        except Exception:                          # noqa: BLE001
-            pass
+            del dw
+            cp.get_default_memory_pool().free_all_blocks()
+    else:
+        rows = layer_rows(a.models.split(","), tokens, reps=a.reps, peers=a.peers or None, bw=bw, rate=rate,
+                          config=a.config, breakdown=a.breakdown)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev, copy_GBps=bw, bf16_TFLOPs=rate, rows=rows), f, indent=1)

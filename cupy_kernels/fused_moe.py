@@ -52,6 +52,7 @@ CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
     "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
+    "streamx": (256, 8, 512, _stream_smem),   # 16 warps x 16 rows
     "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
@@ -282,11 +283,14 @@ def _as_device(a, name, dtype):
 
 
 def choose_config(n_slots: int, num_experts: int) -> str:
-    """Kernel configuration by the expected tokens per expert (host-side, no device data read)."""
+    """Kernel configuration from the slot count and the expected tokens per touched expert (host-side
+    arithmetic only). Thresholds from the sweeps in BENCHMARKS.md (H200, gpt-oss-120b and -20b)."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
-    if per_expert <= 8:
-        return "decode"
-    if per_expert <= 48:
+    if n_slots <= 8:
+        return "decode"          # 1-2 tokens: split-K over 8 warps
+    if per_expert <= 12:
+        return "streamw"         # weights streamed once per 8-token tile
+    if per_expert <= 40:
         return "tiled32"
     return "tiled256"
 
@@ -374,7 +378,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         f = _kernel(name, smem_bytes)
         launches.append((name, lambda: f(grid, block, args, shared_mem=smem_bytes)))
 
-    add("moe_sort", (1,), (1024,), (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts),
+    add("moe_sort", (1,), (256 if n <= 256 else 1024,), (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts),
                                     i32(bt), ws.sorted_slot, ws.tiles, ws.meta, ws.local_ids))
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)

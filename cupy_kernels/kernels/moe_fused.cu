@@ -136,6 +136,7 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 
 // ------------------------------------------------------------------------------------------------
 // Sort: slots (t*k + j) -> sorted by local expert, stable (ascending slot within an expert).
+// One block of 256 threads (few slots) or 1024.
 // ids: [n_slots] int32 global expert ids; expert_map: [E_global] int32 global -> local or -1 (nullable).
 // Outputs: sorted_slot [n_slots] (first n_valid entries used), tiles [max_tiles] int4 (expert, start,
 // count, 0), meta[0] = number of tiles, meta[1] = n_valid, local_ids [n_slots] (-1 where dropped).
@@ -149,9 +150,10 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
     __shared__ int run[SORT_MAX_E];
     __shared__ int wcnt[32][SORT_MAX_E];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    for (int e = tid; e < e_local; e += SORT_THREADS) cnt[e] = 0;
+    const int nthr = blockDim.x, nwarp = nthr >> 5;                // 256 or 1024 threads
+    for (int e = tid; e < e_local; e += nthr) cnt[e] = 0;
     __syncthreads();
-    for (int i = tid; i < n_slots; i += SORT_THREADS) {
+    for (int i = tid; i < n_slots; i += nthr) {
         int g = ids[i];
         int l = -1;
         if (g >= 0 && g < e_global) l = expert_map ? expert_map[g] : g;
@@ -187,8 +189,8 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
     }
     __syncthreads();
     const unsigned lt_mask = (1u << lane) - 1u;
-    for (int base = 0; base < n_slots; base += SORT_THREADS) {
-        for (int i = tid; i < 32 * e_local; i += SORT_THREADS) wcnt[i / e_local][i % e_local] = 0;
+    for (int base = 0; base < n_slots; base += nthr) {
+        for (int i = tid; i < nwarp * e_local; i += nthr) wcnt[i / e_local][i % e_local] = 0;
         __syncthreads();
         int i = base + tid;
         int l = (i < n_slots) ? local_ids[i] : -1;
@@ -202,9 +204,9 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
             sorted_slot[pos] = i;
         }
         __syncthreads();
-        for (int e = tid; e < e_local; e += SORT_THREADS) {
+        for (int e = tid; e < e_local; e += nthr) {
             int s = 0;
-            for (int w = 0; w < 32; ++w) s += wcnt[w][e];
+            for (int w = 0; w < nwarp; ++w) s += wcnt[w][e];
             run[e] += s;
         }
         __syncthreads();
@@ -702,6 +704,7 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 
 DEFINE_GEMM_STREAM(stream, 4, 4)         // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
 DEFINE_GEMM_STREAM(streamw, 4, 8)        // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight
+DEFINE_GEMM_STREAM(streamx, 4, 16)       // 256 rows x 8 tokens, 16 warps
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
