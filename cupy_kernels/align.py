@@ -14,7 +14,8 @@ from ._args import int_input, same_device
 from ._loader import cupy, get_kernel
 
 KERNEL_FILE = "align.cu"
-NAMES = ("mx_align<0>", "mx_align<1>")
+NAMES = ("mx_align<0>", "mx_align<1>", "mx_align_count<0>", "mx_align_count<1>",
+         "mx_align_scatter<0>", "mx_align_scatter<1>")
 MAX_EXPERTS = 1024
 SMEM_BYTES = 40 * 1024          # cnt[W][E] + off[E] + tot[E] ints
 
@@ -24,7 +25,7 @@ def _warps(E: int) -> int:
 
 
 def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=None, *,
-                     pad_sorted_ids: bool = False, check: bool = True):
+                     pad_sorted_ids: bool = False, check: bool = True, naive: bool = False):
     """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the spec, computed on the GPU."""
     from mxfp4ref.moe.align import max_num_tokens_padded
     cp = cupy()
@@ -51,7 +52,7 @@ def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=Non
         expert_ids = cp.empty((-(-size // block_size),), cp.int32)
         post = cp.empty((1,), cp.int32)
         bad = cp.zeros((1,), cp.int32)
-        launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad)
+        launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad, naive=naive)
         if check and int(bad.get()[0]):
             raise ValueError(f"topk_ids: expected global expert ids in [0, {num_experts}), got an id "
                              f"outside that range")
@@ -68,13 +69,43 @@ def _no_map(device_id: int):
     return _NO_MAP[device_id]
 
 
-def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad) -> None:
-    """Enqueue the alignment kernel (no checks, no synchronization)."""
+def segments(numel: int) -> tuple[int, int]:
+    """(blocks, ids per block) of the two-kernel path: about 1024 ids per block, at most 256 blocks."""
+    nblk = max(1, min(256, -(-numel // 1024)))
+    seg = max(32, -(-(-(-numel // nblk)) // 32) * 32)
+    return nblk, seg
+
+
+def workspace(numel: int, num_experts: int):
+    """The int32 (blocks, num_experts) counts buffer the two-kernel path needs (allocate once to reuse)."""
+    cp = cupy()
+    return cp.empty((segments(numel)[0], num_experts), cp.int32)
+
+
+def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad,
+           naive: bool = False, counts=None) -> None:
+    """Enqueue the alignment kernels (no checks, no synchronization). naive: the one-block kernel."""
     E = num_experts
-    W = _warps(E)
-    k = get_kernel(KERNEL_FILE, f"mx_align<{0 if ids.dtype == np.int32 else 1}>", NAMES)
+    idt = 0 if ids.dtype == np.int32 else 1
     map_ptr = emap if emap is not None else _no_map(ids.device.id)
-    smem = (W * E + 2 * E) * 4
-    k((1,), (32 * W,), (ids, np.int64(ids.size), np.int32(E), np.int32(block_size), map_ptr,
-                        np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
-                        sorted_ids, expert_ids, post, bad), shared_mem=smem)
+    numel = int(ids.size)
+    if naive:
+        W = _warps(E)
+        k = get_kernel(KERNEL_FILE, f"mx_align<{idt}>", NAMES)
+        k((1,), (32 * W,), (ids, np.int64(numel), np.int32(E), np.int32(block_size), map_ptr,
+                            np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
+                            sorted_ids, expert_ids, post, bad), shared_mem=(W * E + 2 * E) * 4)
+        return
+    nblk, seg = segments(numel)
+    if counts is None:
+        counts = workspace(numel, E)
+    threads = 256
+    k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
+    k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),
+       shared_mem=E * 4)
+    k2 = get_kernel(KERNEL_FILE, f"mx_align_scatter<{idt}>", NAMES)
+    nbits = max(1, (E - 1).bit_length())
+    k2((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int32(block_size), np.int64(seg),
+                             np.int32(nblk), counts, map_ptr, np.int32(emap is not None),
+                             np.int64(sorted_ids.size), np.int64(expert_ids.size), np.int32(nbits),
+                             sorted_ids, expert_ids, post), shared_mem=(3 + threads // 32) * E * 4)

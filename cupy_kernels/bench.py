@@ -228,8 +228,13 @@ def bench_routing(ctx: Ctx):
     def route():
         _routing.launch(logits, "float32", k, 0, True, False, weights, ids, bad)
 
+    counts = _align.workspace(T * k, E)
+
     def align():
-        _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad)
+        _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, counts=counts)
+
+    def align_naive():
+        _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, naive=True)
 
     rows_out = []
     # tiny kernels: time CUDA-graph replays (host launch overhead is larger than the kernels)
@@ -244,12 +249,15 @@ def bench_routing(ctx: Ctx):
             for fn in fns:
                 fn()
             return stream.end_capture()
-        graphs = {"route": graph_of(route), "align": graph_of(align), "both": graph_of(route, align)}
+        graphs = {"route": graph_of(route), "align": graph_of(align), "both": graph_of(route, align),
+                  "align_naive": graph_of(align_naive)}
         t = {name: ctx.timeit(lambda g=g: g.launch(stream=stream)) for name, g in graphs.items()}
     rows_out.append({"kernel": "route softmax top-4 (fp32 logits)", "size": f"{T}x{E}", "time_us": t["route"],
                      "bytes": T * E * 4 + T * k * 8, "note": "logits L2-resident across replays"})
-    rows_out.append({"kernel": "align_block_size bs=64", "size": f"{T}x{k}", "time_us": t["align"],
+    rows_out.append({"kernel": "align_block_size bs=64 (2 kernels)", "size": f"{T}x{k}", "time_us": t["align"],
                      "bytes": T * k * 4 * 2 + size * 4})
+    rows_out.append({"kernel": "align_block_size bs=64 (naive, 1 block)", "size": f"{T}x{k}",
+                     "time_us": t["align_naive"], "bytes": T * k * 4 * 2 + size * 4})
     rows_out.append({"kernel": "route + align (one CUDA graph)", "size": f"{T}x{E} top-{k}",
                      "time_us": t["both"], "note": "target < 20 us"})
     peer = _peer_routing(ctx, T, E, k)

@@ -90,12 +90,15 @@ def test_route_bad_input(cp, ck):
 
 def check_align(cp, ck, ids_np, bs, E, emap=None, **kw):
     want = mxfp4ref.align_block_size(ids_np, bs, E, emap, **kw)
-    got = ck.align_block_size(cp.asarray(ids_np), bs, E, None if emap is None else cp.asarray(emap), **kw)
-    for name, g, w in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_padded"), got, want):
-        g = g.get()
-        assert g.shape == w.shape, f"{name}: shape {g.shape} vs {w.shape}"
-        bad = np.flatnonzero(g != w)
-        assert bad.size == 0, f"{name}: {bad.size} entries differ, first at {bad[0]}: {g[bad[0]]} vs {w[bad[0]]}"
+    for naive in (False, True):
+        got = ck.align_block_size(cp.asarray(ids_np), bs, E, None if emap is None else cp.asarray(emap),
+                                  naive=naive, **kw)
+        for name, g, w in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_padded"), got, want):
+            g = g.get()
+            assert g.shape == w.shape, f"naive={naive} {name}: shape {g.shape} vs {w.shape}"
+            bad = np.flatnonzero(g != w)
+            assert bad.size == 0, (f"naive={naive} {name}: {bad.size} entries differ, first at {bad[0]}: "
+                                   f"{g[bad[0]]} vs {w[bad[0]]}")
 
 
 @pytest.mark.parametrize("idt", [np.int32, np.int64])
@@ -120,7 +123,8 @@ def test_align_with_expert_map(cp, ck):
 
 
 def test_align_bad_ids(cp, ck):
-    with pytest.raises(ValueError, match="topk_ids"):
-        ck.align_block_size(cp.asarray(np.array([[0, 9]], np.int32)), 16, 8)
+    for naive in (False, True):
+        with pytest.raises(ValueError, match="topk_ids"):
+            ck.align_block_size(cp.asarray(np.array([[0, 9]], np.int32)), 16, 8, naive=naive)
     with pytest.raises(TypeError, match="topk_ids"):
         ck.align_block_size(cp.zeros((2, 2), cp.float32), 16, 8)

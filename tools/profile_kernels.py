@@ -29,6 +29,7 @@ def main():
         ck.dequantize(q.packed, q.scales, dtype="bfloat16")
         _routing.launch(logits, "float32", k, 0, True, False, w, ids, bad)
         _align.launch(ids, bs, E, None, sorted_ids, expert_ids, post, bad)
+        _align.launch(ids, bs, E, None, sorted_ids, expert_ids, post, bad, naive=True)
     cp.cuda.Device().synchronize()
     print("profile_kernels: done")
 

@@ -154,3 +154,151 @@ __global__ void mx_align(const void* __restrict__ topk_ids, long long numel, int
 
 template __global__ void mx_align<0>(const void*, long long, int, int, const int*, int, long long, long long, int*, int*, int*, int*);
 template __global__ void mx_align<1>(const void*, long long, int, int, const int*, int, long long, long long, int*, int*, int*, int*);
+
+// ==== fast path: two kernels over many blocks ========================================================
+//
+// mx_align_count<IDT>:   block b counts the ids of its segment [b*seg, (b+1)*seg) into counts[b][e]
+//                        (shared-memory atomics; any order, it is a count).
+// mx_align_scatter<IDT>: every block reads the whole counts matrix (nblk x E ints, from L2) to get each
+//                        expert's total, its padded start off_e, and the ids of expert e in earlier
+//                        blocks; splits its segment over its W warps (per-warp counts by atomics, then a
+//                        prefix over warps), and each warp walks its chunks in order: lanes with the same
+//                        expert are found with log2(E) ballots (no __match_any_sync, which is slow), a
+//                        lane's position is the group cursor plus its rank among lower lanes of the group.
+//                        Block 0 also writes the padding sentinels, expert_ids and the total.
+// Order inside an expert: block, then warp, then chunk, then lane = ascending flat index, as in the spec.
+
+template <int IDT>
+__global__ void __launch_bounds__(256) mx_align_count(const void* __restrict__ topk_ids, long long numel,
+                                                      int E, long long seg, int* __restrict__ counts,
+                                                      int* __restrict__ bad) {
+    extern __shared__ int hist[];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+    __syncthreads();
+    const long long begin = (long long)blockIdx.x * seg;
+    const long long end = begin + seg < numel ? begin + seg : numel;
+    bool out_of_range = false;
+    for (long long f = begin + threadIdx.x; f < end; f += blockDim.x) {
+        const int e = mxk_load_id<IDT>(topk_ids, f);
+        if (e < 0 || e >= E) out_of_range = true;
+        else atomicAdd(&hist[e], 1);
+    }
+    if (out_of_range) atomicOr(bad, 1);
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) counts[(long long)blockIdx.x * E + e] = hist[e];
+}
+
+// Lanes of this warp whose e equals mine (e >= 0), from one ballot per bit of e.
+__device__ __forceinline__ unsigned int mxk_ballot_match(int e, int nbits) {
+    unsigned int peers = __ballot_sync(0xFFFFFFFFu, e >= 0);
+    for (int b = 0; b < nbits; b++) {
+        const bool bit = (e >> b) & 1;
+        const unsigned int ones = __ballot_sync(0xFFFFFFFFu, bit);
+        peers &= bit ? ones : ~ones;
+    }
+    return peers;
+}
+
+template <int IDT>
+__global__ void __launch_bounds__(256) mx_align_scatter(const void* __restrict__ topk_ids, long long numel,
+                                                        int E, int bs, long long seg, int nblk,
+                                                        const int* __restrict__ counts,
+                                                        const int* __restrict__ expert_map, int has_map,
+                                                        long long S, long long nblocks, int nbits,
+                                                        int* __restrict__ sorted_ids, int* __restrict__ expert_ids,
+                                                        int* __restrict__ num_post_padded) {
+    extern __shared__ int smem[];
+    const int W = blockDim.x >> 5;
+    int* tot = smem;                   // [E] ids of expert e in all blocks
+    int* pre = tot + E;                // [E] ids of expert e in blocks before this one
+    int* off = pre + E;                // [E] first position of expert e
+    int* cur = off + E;                // [W][E] per-warp counts, then write cursors
+    __shared__ int s_total;
+    const int lane = threadIdx.x & 31;
+    const int w = threadIdx.x >> 5;
+    const unsigned int lt_mask = (1u << lane) - 1u;
+
+    for (int i = threadIdx.x; i < (2 + W) * E; i += blockDim.x) (i < 2 * E ? smem[i] : cur[i - 2 * E]) = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < nblk * E; i += blockDim.x) {
+        const int c = counts[i];
+        if (c) {
+            const int e = i % E;
+            atomicAdd(&tot[e], c);
+            if (i / E < (int)blockIdx.x) atomicAdd(&pre[e], c);
+        }
+    }
+    // this block's segment, split over its warps in contiguous multiples of 32
+    const long long begin = (long long)blockIdx.x * seg;
+    const long long end = begin + seg < numel ? begin + seg : numel;
+    const long long wseg = ((seg + W - 1) / W + 31) / 32 * 32;
+    const long long wbegin = begin + (long long)w * wseg;
+    const long long wend = wbegin + wseg < end ? wbegin + wseg : end;
+    for (long long f = wbegin + lane; f < wend; f += 32) {
+        const int e = mxk_load_id<IDT>(topk_ids, f);
+        if (e >= 0 && e < E) atomicAdd(&cur[w * E + e], 1);
+    }
+    __syncthreads();
+    if (w == 0) {                                        // exclusive scan of padded totals
+        int carry = 0;
+        for (int e0 = 0; e0 < E; e0 += 32) {
+            const int e = e0 + lane;
+            const int padded = (e < E) ? (tot[e] + bs - 1) / bs * bs : 0;
+            int incl = padded;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            if (e < E) off[e] = carry + incl - padded;
+            carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
+        }
+        if (lane == 0) s_total = carry;
+    }
+    __syncthreads();
+    const int total = s_total;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {  // per-warp cursors
+        int run = off[e] + pre[e];
+        for (int v = 0; v < W; v++) {
+            const int c = cur[v * E + e];
+            cur[v * E + e] = run;
+            run += c;
+        }
+    }
+    if (blockIdx.x == 0) {                               // sentinels, expert_ids, total
+        const int sentinel = (int)numel;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            const int o = off[e];
+            const int n = tot[e];
+            const int padded = (n + bs - 1) / bs * bs;
+            for (int p = o + n; p < o + padded; p++) sorted_ids[p] = sentinel;
+            const int mapped = has_map ? expert_map[e] : e;
+            for (int blk = o / bs; blk < (o + padded) / bs; blk++) expert_ids[blk] = mapped;
+        }
+        for (long long p = total + threadIdx.x; p < S; p += blockDim.x) sorted_ids[p] = sentinel;
+        const int unused = has_map ? expert_map[0] : 0;
+        for (long long blk = total / bs + threadIdx.x; blk < nblocks; blk += blockDim.x) expert_ids[blk] = unused;
+        if (threadIdx.x == 0) num_post_padded[0] = total;
+    }
+    __syncthreads();
+    for (long long base = wbegin; base < wend; base += 32) {
+        const long long f = base + lane;
+        int e = (f < wend) ? mxk_load_id<IDT>(topk_ids, f) : -1;
+        if (e >= E) e = -1;
+        const unsigned int peers = mxk_ballot_match(e, nbits);
+        const int leader = peers ? __ffs(peers) - 1 : lane;
+        int cursor = 0;
+        if (e >= 0 && lane == leader) cursor = cur[w * E + e];
+        cursor = __shfl_sync(0xFFFFFFFFu, cursor, leader);
+        if (e >= 0) {
+            sorted_ids[cursor + __popc(peers & lt_mask)] = (int)f;
+            if (lane == leader) cur[w * E + e] = cursor + __popc(peers);
+        }
+        __syncwarp();
+    }
+}
+
+template __global__ void mx_align_count<0>(const void*, long long, int, long long, int*, int*);
+template __global__ void mx_align_count<1>(const void*, long long, int, long long, int*, int*);
+template __global__ void mx_align_scatter<0>(const void*, long long, int, int, long long, int, const int*, const int*, int, long long, long long, int, int*, int*, int*);
+template __global__ void mx_align_scatter<1>(const void*, long long, int, int, long long, int, const int*, const int*, int, long long, long long, int, int*, int*, int*);

@@ -450,6 +450,14 @@ MXK_HD mxk_u32 mxk_e2m1_dequant_bits(mxk_u32 code, mxk_u32 b) {
 
 // ---- 8-element chunks, as the fast kernels process them ------------------------------------------------
 
+// sum over j = 0..7 of (float32 bits of 1.5 * 2^23) << 4j, modulo 2^32.
+MXK_HD mxk_u32 mxk_m0_sum() {
+    mxk_u32 t = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) t += 0x4B400000u << (4 * j);
+    return t;
+}
+
 // 8 consecutive elements (float32 bits, v[0] first) of a block with scale byte b -> 4 packed bytes
 // (element 2i in the low nibble of byte i; byte 0 in bits 0..7). Uses the threshold encoder when the
 // block allows it, else the generic one; both give the same codes (tests/test_cu_host.py checks this).
@@ -467,15 +475,20 @@ MXK_HD mxk_u32 mxk_e2m1_chunk8(const mxk_u32 v[8], mxk_u32 b, const MxkConv& c) 
         // subnormal x (flushed to zero under -ftz) below 0.25 after scaling.
         const float P = mxk_bits_f32((mxk_u32)(k + 127) << 23);
         const float M0 = 12582912.0f;
+        // word = sum_j (bits(r_j) << 4j) - sum_j (bits(M0) << 4j) = sum_j code_j << 4j (mod 2^32,
+        // each code_j < 8), and the sign bits are added into bit 4j+3 separately.
+        mxk_u32 sgn = 0;
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const float sj = mxk_fmul(mxk_fabs(mxk_bits_f32(v[j])), P);
             float r = mxk_fmin(mxk_fma(sj, 2.0f, M0), mxk_fadd(sj, M0 + 2.0f));
             r = mxk_fmin(mxk_fmin(r, mxk_fma(sj, 0.5f, M0 + 4.0f)), M0 + 7.0f);
-            mxk_u32 m = mxk_f32_bits(r) - 0x4B400000u;
-            if (c.nan_code_torchao && (v[j] & 0x7FFFFFFFu) > 0x7F800000u) m = 0x3u;
-            word += (m | ((v[j] >> 28) & 8u)) << (4 * j);
+            mxk_u32 rb = mxk_f32_bits(r);
+            if (c.nan_code_torchao && (v[j] & 0x7FFFFFFFu) > 0x7F800000u) rb = 0x4B400003u;
+            word += rb << (4 * j);
+            sgn += (v[j] >> 31) << (4 * j + 3);
         }
+        word = (word - mxk_m0_sum()) | sgn;
     } else if (mk == MXK_MUL_POW2 && c.rounding != MXK_RND_MX && mxk_e2m1_thresholds(k, c.rounding, &th)) {
         if (!c.nan_code_torchao) {                      // NaN -> 7 comes out of the search itself
 #pragma unroll

@@ -130,10 +130,12 @@ __global__ void __launch_bounds__(256) mx_quantize_fast(const void* __restrict__
         for (int u = 0; u < U; u++) {
             const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
             mxk_u32 amax = 0;
+            if (!c.amax_nan_ignore) {                // NaN's bits exceed Inf's: an unsigned max propagates it
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                mxk_u32 key = mxk_amax_key(v[u][j], c);
-                amax = key > amax ? key : amax;
+                for (int j = 0; j < 8; j++) amax = max(amax, v[u][j] & 0x7FFFFFFFu);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++) amax = max(amax, mxk_amax_key(v[u][j], c));
             }
             // the 4 lanes of a block are 4 consecutive lanes (chunk indices 4m .. 4m+3)
             mxk_u32 o1 = __shfl_xor_sync(0xFFFFFFFFu, amax, 1);

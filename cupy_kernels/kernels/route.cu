@@ -2,7 +2,8 @@
 //
 // Computes mxfp4ref.moe.routing.route bit for bit (spec/11-routing.md):
 //   selection on the float32 logits (exact comparisons; equal logits -> lower expert id first;
-//   -0.0 == 0.0), k rounds of a warp arg-max;
+//   -0.0 == 0.0), k rounds of a warp arg-max (order-preserving integer keys, redux.sync max, then
+//   redux.sync min over the ids holding the max);
 //   weights in float64 with the spec's order of operations: m = row max, e_i = exp(x_i - m);
 //   sums strictly left to right in ascending EXPERT ID order (over the k selected, or over all E for
 //   softmax without renormalization); one division; one rounding to float32 (integer RNE, so
@@ -37,23 +38,48 @@ __device__ __forceinline__ float mxk_logit(const void* p, long long i) {
     return __uint_as_float(b);
 }
 
+// Warp-wide unsigned max / min in one instruction (redux.sync, sm_80+).
+__device__ __forceinline__ unsigned int mxk_redux_max(unsigned int v) {
+    unsigned int r;
+    asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    return r;
+}
+__device__ __forceinline__ unsigned int mxk_redux_min(unsigned int v) {
+    unsigned int r;
+    asm volatile("redux.sync.min.u32 %0, %1, 0xffffffff;" : "=r"(r) : "r"(v));
+    return r;
+}
+
+// float32 -> unsigned key with the same order (finite values; -0.0 is mapped like +0.0 so that they
+// tie, as float comparison says). Key 0 is below every finite value's key.
+__device__ __forceinline__ unsigned int mxk_order_key(float x) {
+    unsigned int u = __float_as_uint(x);
+    if (u == 0x80000000u) u = 0u;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float mxk_key_value(unsigned int key) {
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+}
+
 // Sum over the k selected slots (lane j < k holds value v and expert id), in ascending id order.
 __device__ __forceinline__ double mxk_sum_by_id(double v, int id, int k, int lane) {
     double acc = 0.0;
-    int prev = -1;
+    unsigned int prev = 0xFFFFFFFFu;   // "no id yet": every id compares greater after the wrap below
     for (int r = 0; r < k; r++) {
-        int cand = (lane < k && id > prev) ? id : 0x7FFFFFFF;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            int other = __shfl_xor_sync(0xFFFFFFFFu, cand, o);
-            cand = other < cand ? other : cand;
-        }
-        unsigned int holder = __ballot_sync(0xFFFFFFFFu, lane < k && id == cand);
-        double e = mxk_shfl_f64(v, __ffs(holder) - 1);
-        acc = acc + e;
+        const bool mine = lane < k && (r == 0 || (unsigned int)id > prev);
+        const unsigned int cand = mxk_redux_min(mine ? (unsigned int)id : 0xFFFFFFFFu);
+        const unsigned int holder = __ballot_sync(0xFFFFFFFFu, lane < k && (unsigned int)id == cand);
+        acc = acc + mxk_shfl_f64(v, __ffs(holder) - 1);
         prev = cand;
     }
     return acc;
+}
+
+// float64 -> float32, round to nearest even; the hardware conversion unless the result is (or may
+// round to) a float32 subnormal, which -ftz=true could flush: then the integer conversion.
+__device__ __forceinline__ float mxk_to_f32(double w) {
+    if (fabs(w) < 1.1754943508222875e-38) return __uint_as_float(mxk_f64_to_f32bits_rne(w));
+    return __double2float_rn(w);
 }
 
 template <int IN, int PL>
@@ -77,38 +103,28 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
         if (__any_sync(0xFFFFFFFFu, nonfinite)) {
             if (lane == 0) atomicOr(bad, 1);
         }
-        // ---- selection: k rounds of arg-max, ties to the lower id
+        // ---- selection: k rounds of arg-max, ties to the lower id (two warp reductions per round)
         unsigned int taken = 0;       // bit p: my element p already selected
         float my_v = 0.0f;            // lane r holds the r-th selection
         int my_id = 0x7FFFFFFF;
         for (int r = 0; r < k; r++) {
-            bool has = false;
-            float bv = 0.0f;
+            unsigned int bkey = 0u;   // my best not-yet-taken element (the lower p on ties)
             int bi = 0x7FFFFFFF;
 #pragma unroll
             for (int p = 0; p < PL; p++) {
                 const int e = p * 32 + lane;
-                if (e < E && !((taken >> p) & 1u) && (!has || v[p] > bv)) {
-                    has = true;
-                    bv = v[p];
+                const unsigned int key = mxk_order_key(v[p]);
+                if (e < E && !((taken >> p) & 1u) && key > bkey) {
+                    bkey = key;
                     bi = e;
                 }
             }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                const float ov = __shfl_xor_sync(0xFFFFFFFFu, bv, o);
-                const int oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
-                const bool ohas = oi != 0x7FFFFFFF;
-                if (ohas && (!has || ov > bv || (ov == bv && oi < bi))) {
-                    has = true;
-                    bv = ov;
-                    bi = oi;
-                }
-            }
-            if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+            const unsigned int kmax = mxk_redux_max(bkey);
+            const int wi = (int)mxk_redux_min((bkey == kmax) ? (unsigned int)bi : 0xFFFFFFFFu);
+            if ((wi & 31) == lane) taken |= 1u << (wi >> 5);
             if (lane == r) {
-                my_v = bv;
-                my_id = bi;
+                my_v = mxk_key_value(kmax);
+                my_id = wi;
             }
         }
         // ---- weights in float64
@@ -143,7 +159,7 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
             }
         }
         if (lane < k) {
-            weights[t * k + slot] = __uint_as_float(mxk_f64_to_f32bits_rne(w));
+            weights[t * k + slot] = mxk_to_f32(w);
             ids[t * k + slot] = my_id;
         }
     }
