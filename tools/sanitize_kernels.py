@@ -41,8 +41,13 @@ def main():
     ww, iw = mxfp4ref.route(logits, 4)
     ok &= np.array_equal(i.get(), iw) and np.array_equal(w.get().view(np.uint32), ww.view(np.uint32))
     ids = rng.integers(0, 40, (77, 4)).astype(np.int32)
-    got = ck.align_block_size(cp.asarray(ids), 16, 40)
     want = mxfp4ref.align_block_size(ids, 16, 40)
+    for naive in (False, True):
+        got = ck.align_block_size(cp.asarray(ids), 16, 40, naive=naive)
+        ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
+    big = rng.integers(0, 40, (700, 4)).astype(np.int32)              # 3 blocks in the fast path
+    got = ck.align_block_size(cp.asarray(big), 16, 40)
+    want = mxfp4ref.align_block_size(big, 16, 40)
     ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
     cp.cuda.Device().synchronize()
     print("sanitize_kernels: values", "OK" if ok else "DIFFER")
