@@ -178,3 +178,20 @@ def test_sigmoid_underflow():
     assert (w[1] == 0).all() and w[0, 0] == 0.5
     with pytest.raises(ValueError, match="token 1's 2 selected sigmoid scores all underflow"):
         route(x, 2, scoring="sigmoid")
+
+
+def test_vllm_style_float32_routing_differs_only_in_last_bits():
+    """spec/11 'Known divergence': an emulation of vLLM's topk_softmax arithmetic (float32 expf, float32
+    sum, multiply by 1/sum, select on probabilities) picks the same ids on untied logits; its weights
+    differ by a few float32 ulps."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2000, 128)) * 2).astype(np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    p = e * (np.float32(1) / e.sum(axis=1, keepdims=True, dtype=np.float32))
+    ids = np.argsort(-p, axis=1, kind="stable")[:, :4]
+    w = np.take_along_axis(p, ids, 1)
+    w_renorm = w / w.sum(axis=1, keepdims=True, dtype=np.float32)
+    ulps = lambda a, b: np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64)).max()
+    ref, ref_ids = route(x, 4)
+    assert (ids == ref_ids).all() and 0 < ulps(w_renorm, ref) <= 8
+    assert 0 < ulps(w, route(x, 4, renormalize=False)[0]) <= 32
