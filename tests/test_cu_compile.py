@@ -1,0 +1,90 @@
+"""Every kernels/*.cu compiles for sm_80 and sm_90 with no error and no warning (no GPU needed).
+
+What is compiled is exactly what NVRTC gets from cupy_kernels._loader (headers pasted in, the
+loader's -D options), here with nvcc ``-cubin -Werror all-warnings`` so ptxas errors count too.
+A file may declare a higher minimum architecture with a line ``// mxk-min-arch: 90``; it is then
+compiled for sm_90 only, and the test checks that the marker is there for a reason (sm_80 fails).
+
+nvcc is required: without it this test FAILS with a message (CI has nvcc at /usr/local/bin/nvcc).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import concurrent.futures as cf
+
+import pytest
+
+from cupy_kernels._loader import COMPILE_OPTIONS, KERNEL_DIR, kernel_source
+
+ARCHS = ("80", "90")
+# Files whose owner was told they fail on sm_80 and has not yet guarded them or added the marker
+# (file -> reason). Reported as xfail, not hidden; delete the entry once the file is fixed.
+PENDING_SM80 = {"moe_fused.cu": "uses mul.bf16x2 (sm_90+) without a guard or a mxk-min-arch marker "
+                                "(F2, issue 6; see /work/team/F1_to_F2.md)"}
+CU_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
+_MIN_ARCH = re.compile(r"^//\s*mxk-min-arch:\s*(\d+)\s*$", re.M)
+
+
+def find_nvcc() -> str | None:
+    for cand in (shutil.which("nvcc"), "/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc",
+                 os.path.join(os.environ.get("CUDA_HOME", "/nonexistent"), "bin", "nvcc")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def min_arch(name: str) -> int:
+    m = _MIN_ARCH.search((KERNEL_DIR / name).read_text())
+    return int(m.group(1)) if m else 0
+
+
+def compile_cu(nvcc: str, name: str, arch: str, tmp_path) -> subprocess.CompletedProcess:
+    src = tmp_path / f"{name}.sm{arch}.cu"
+    src.write_text(kernel_source(name))
+    cmd = [nvcc, "-cubin", f"-arch=sm_{arch}", "-Werror", "all-warnings", *COMPILE_OPTIONS,
+           "-o", str(tmp_path / f"{name}.sm{arch}.cubin"), str(src)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """(file, arch) -> CompletedProcess, compiled in parallel once for the module."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        pytest.fail("nvcc not found (PATH, /usr/local/bin, /usr/local/cuda/bin, $CUDA_HOME/bin): "
+                    "the kernels' compile check needs the CUDA toolkit's nvcc")
+    tmp = tmp_path_factory.mktemp("cu")
+    jobs = [(f, a) for f in CU_FILES for a in ARCHS]
+    with cf.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futs = {job: pool.submit(compile_cu, nvcc, job[0], job[1], tmp) for job in jobs}
+        return {job: fut.result() for job, fut in futs.items()}
+
+
+def test_kernel_files_exist():
+    for name in ("quantize.cu", "dequantize.cu", "route.cu", "align.cu"):
+        assert name in CU_FILES
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", CU_FILES)
+def test_compiles_without_warnings(compiled, name, arch):
+    res = compiled[(name, arch)]
+    if int(arch) < min_arch(name):
+        assert res.returncode != 0, (f"{name} declares mxk-min-arch {min_arch(name)} but compiles "
+                                     f"for sm_{arch}: drop the marker")
+        return
+    out = (res.stdout + res.stderr).strip()
+    if res.returncode != 0 and arch == "80" and name in PENDING_SM80:
+        pytest.xfail(f"{name} sm_80: {PENDING_SM80[name]}")
+    assert res.returncode == 0, f"{name} sm_{arch} failed:\n{out[-4000:]}"
+    assert "warning" not in out.lower(), f"{name} sm_{arch} warned:\n{out[-4000:]}"
+
+
+def test_loader_pastes_headers_once():
+    src = kernel_source("quantize.cu")
+    assert not re.search(r'^\s*#\s*include\s+"', src, re.M)
+    assert src.count("MXK_HD mxk_u32 mxk_scale_byte(") == 1
+    assert not re.search(r"^\s*#\s*pragma\s+once", src, re.M)
