@@ -70,7 +70,7 @@ def measure_ceilings():
 
 def random_device_layer(E, H, I, seed=0):
     import cupy as cp
-    from .fused_moe import to_device
+    from .moe import to_device
     rs = cp.random.RandomState(seed)
     u8 = lambda shape: rs.randint(0, 256, size=shape, dtype=cp.int32).astype(cp.uint8)
     sc = lambda shape: rs.randint(118, 124, size=shape, dtype=cp.int32).astype(cp.uint8)
@@ -105,7 +105,7 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False):
     """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
     {kernel: us} if breakdown)."""
     import cupy as cp
-    from .fused_moe import MoEGraph, fused_moe
+    from .moe import MoEGraph, fused_moe
     g = MoEGraph(dw, T, k, config=config, routing=True)
     x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
     g.x[...] = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))      # truncation is fine here
@@ -159,7 +159,7 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
             nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
             flops = 2.0 * T * k * (2 * I * H + H * I)
             roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
-            from .fused_moe import choose_config
+            from .moe import choose_config
             row = dict(model=name, tokens=T, config=config or choose_config(T * k, E), ours_us=us, triton_us=tk_us,
                        touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
                        gbps=nbytes / us / 1e3, device=dev)

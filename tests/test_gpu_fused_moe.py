@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from cupy_kernels import fused_moe as fm
+from cupy_kernels import moe as fm
 from mxfp4ref.moe.error_bound import check_within_bound, error_bound
 from mxfp4ref.moe.padding import pad_hidden_states, pad_weights
 from mxfp4ref.moe.random_weights import random_moe_weights

@@ -1,4 +1,6 @@
 // moe_fused.cu -- the fused MXFP4 MoE forward (gpt-oss layer) on tensor cores, for CuPy/NVRTC.
+// mxk-min-arch: 90
+// (Hopper and later: mul.rn.bf16x2 is sm_90+; mma.sync m16n8k16 bf16 and cp.async run on sm_80 too.)
 //
 // What: out[t] = sum over token t's valid slots j of  w_tj * (W2_e . act(W13_e . x_t + b13_e) + b2_e)
 //       with bf16 x, MXFP4 weights dequantized IN REGISTERS to bf16 (exactly), fp32 accumulation on the
