@@ -241,3 +241,12 @@ def test_edited_manifest_is_a_clear_error(bundle, tmp_path):
     (c / "manifest.json").write_text("{not json")
     with pytest.raises(CheckInputError, match="is not valid JSON"):
         check(c, {"s": t["s"]})
+
+
+def test_npz_bf16_as_uint16_bits_and_json_to_stdout(bundle, tmp_path, capsys):
+    d, t = bundle
+    cand = tmp_path / "u16.npz"
+    np.savez(cand, x=t["x"].view(np.uint16), output=t["output"].view(np.uint16))
+    assert main(["check", str(d), str(cand), "--json", "-"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["passed"] and [r["verdict"] for r in rep["tensors"]] == ["PASS", "PASS"]

@@ -199,3 +199,15 @@ def test_default_run_is_a_gpt_oss_20b_bundle_in_under_two_minutes(tmp_path):
     assert b.tensors["w13_weight"]["shape"] == [32, 5760, 1440] and b.tensors["output"]["shape"] == [16, 2880]
     assert check(d, {"output": b["output"], "topk_ids": b["topk_ids"]}).passed
     assert elapsed < 120, f"default golden run took {elapsed:.0f} s"
+
+
+def test_quantizer_tensors_judge_a_quantizer(tiny):
+    """`packed`/`scales` are quantize(quant_input, preset=ocp); another scale rule fails on its scales."""
+    from mxfp4ref import quantize
+
+    b = load_bundle(tiny)
+    q = quantize(b["quant_input"], preset="ocp")
+    assert check(tiny, {"packed": q.packed, "scales": q.scales}).passed
+    q2 = quantize(b["quant_input"], preset="torchao-ceil")
+    rep = check(tiny, {"packed": q2.packed, "scales": q2.scales})
+    assert not rep["scales"].passed and rep["scales"].mismatches[0].expected.startswith("0x")
