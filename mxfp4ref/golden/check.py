@@ -23,7 +23,8 @@ import numpy as np
 from . import st_io
 from .bundle import Bundle, BundleError, load_bundle
 from .report import Mismatch, Report, TensorResult
-from .show import bits, nibble_note, show
+from .show import bits, nibble_note
+from .show import show as show_value
 
 FIRST_MISMATCHES = 10      # how many mismatching elements a failure lists
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -63,7 +64,10 @@ def _coerce(name: str, a, entry: dict) -> np.ndarray:
         a = a.view(_BF16)                      # bf16 bits as .npz stores them
     shape = tuple(entry["shape"])
     if a.shape != shape:
-        raise CheckInputError(f"candidate[{name!r}]: expected shape {shape}, got {a.shape}")
+        hint = ""
+        if a.ndim == len(shape) and a.shape[:-1] == shape[:-1] and a.shape[-1] > shape[-1]:
+            hint = f" (still padded? vLLM slices the output to [..., :{shape[-1]}])"
+        raise CheckInputError(f"candidate[{name!r}]: expected shape {shape}, got {a.shape}{hint}")
     ok = a.dtype in BOUNDED_DTYPES if entry["check"] == "bounded" else a.dtype == want
     if not ok:
         allowed = "bfloat16, float16, float32 or float64" if entry["check"] == "bounded" else entry["dtype"]
@@ -85,7 +89,8 @@ def _check_exact(name, entry, want, got, show_n: int) -> TensorResult:
         if enc == "fp4x2":                       # which FP4 elements: byte c holds elements 2c, 2c+1
             c = int(i % want.shape[-1]) if want.ndim else 0
             note = f"{nibble_note(int(e), int(g))}; elements {2 * c}, {2 * c + 1} of the row"
-        res.mismatches.append(Mismatch(int(i), _index(i, want.shape), show(e, enc), show(g, enc), note=note))
+        res.mismatches.append(Mismatch(int(i), _index(i, want.shape), show_value(e, enc), show_value(g, enc),
+                                       note=note))
     return res
 
 
