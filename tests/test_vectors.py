@@ -75,3 +75,20 @@ def test_moe_tiny_is_a_valid_bundle_and_its_output_passes():
     b = load_bundle(COMMITTED / "moe-tiny")
     assert b.manifest["config"]["name"] == "tiny"
     assert check(COMMITTED / "moe-tiny", {"output": b["output"], "topk_ids": b["topk_ids"]}).passed
+
+
+def test_mxfp8_vectors_decode_independently():
+    import ml_dtypes
+
+    v = json.loads((COMMITTED / "mxfp8.json").read_text())
+    elem = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
+    assert {c["fmt"] for c in v["cases"]} == {"e4m3", "e5m2"}
+    for case in v["cases"]:
+        r = case["finite"]
+        assert "error" not in r
+        data = np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h in r["data_hex"]])
+        scales = np.array(r["scales"], np.uint8).view(ml_dtypes.float8_e8m0fnu).astype(np.float64)
+        with np.errstate(over="ignore"):
+            want = (data.view(elem[case["fmt"]]).astype(np.float64) * scales[:, None]).astype(np.float32)
+        got = np.array([int(b, 16) for b in r["dequantized"]], np.uint32).view(np.float32).reshape(want.shape)
+        assert np.array_equal(want.view(np.uint32), got.view(np.uint32)), case

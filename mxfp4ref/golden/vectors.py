@@ -47,8 +47,21 @@ def hexbytes(a) -> str:
     return np.ascontiguousarray(a, dtype=np.uint8).tobytes().hex()
 
 
+def to_json(obj, indent: int = 0) -> str:
+    """JSON with one key per line but lists of numbers and strings on one line (small and diffable)."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {to_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        return "[\n" + ",\n".join(inner + to_json(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False)
+
+
 def dump(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    path.write_text(to_json(obj) + "\n")
 
 
 def _raw_normal(seed: int, n: int) -> np.ndarray:
@@ -172,6 +185,38 @@ def quantize_vectors() -> dict:
             "scale_rule_x_rounding": cases, "presets": presets}
 
 
+def _mxfp8_case(x, **kw) -> dict:
+    from .. import quantize_mxfp8
+
+    try:
+        q = quantize_mxfp8(x, axis=-1, **kw)
+    except (ValueError, TypeError) as e:
+        return {"error": type(e).__name__, "message": str(e)}
+    return {"data_hex": [hexbytes(d) for d in q.data], "scales": [int(s) for s in q.scales.ravel()],
+            "dequantized": floats(q.dequantize(np.float32))["bits"]}
+
+
+def mxfp8_vectors() -> dict:
+    """MXFP8 (E4M3 / E5M2 elements) on the quantize.json blocks: every scale rule (RNE), every preset."""
+    from ..mxfp8 import MXFP8_PRESETS
+    from ..scales import ScaleRule
+
+    names, x = quant_blocks()
+    _, nf = nonfinite_blocks()
+    cases = []
+    for fmt in ("e4m3", "e5m2"):
+        for rule in ScaleRule:
+            cases.append({"fmt": fmt, "scale_rule": rule.value, "rounding": "rne",
+                          "finite": _mxfp8_case(x, fmt=fmt, scale_rule=rule.value, rounding="rne"),
+                          "nonfinite": _mxfp8_case(nf, fmt=fmt, scale_rule=rule.value, rounding="rne")})
+        for p in MXFP8_PRESETS:
+            cases.append({"fmt": fmt, "preset": p, "finite": _mxfp8_case(x, fmt=fmt, preset=p),
+                          "nonfinite": _mxfp8_case(nf, fmt=fmt, preset=p)})
+    return {"description": "MXFP8 quantization of the blocks of quantize.json (same order): element codes "
+                           "(hex, 32 bytes per block), E8M0 scale byte per block, dequantized float32 bits",
+            "block_size": 32, "block_names": names, "cases": cases}
+
+
 def preset_names() -> list[str]:
     from .. import presets
 
@@ -184,6 +229,7 @@ FILES = {
     "elements.json": elements,
     "packing.json": packing,
     "quantize.json": quantize_vectors,
+    "mxfp8.json": mxfp8_vectors,
     "padding.json": padding_vectors,
     "routing.json": routing_vectors,
     "align.json": align_vectors,
@@ -202,6 +248,7 @@ strings, byte 0 first (element 2i in the low nibble of byte i). Integers are JSO
 | file | what | produced by |
 |---|---|---|
 | elements.json | E2M1 code table; E8M0 bytes -> 2^(b-127) | `mxfp4ref/e2m1.py`, `mxfp4ref/e8m0.py::decode_e8m0` |
+| mxfp8.json | the same blocks as MXFP8 (E4M3 and E5M2 elements) under every scale rule and every MXFP8 preset | `mxfp4ref/mxfp8.py::quantize_mxfp8` |
 | packing.json | two codes per byte, along the last axis and axis 0 | `mxfp4ref/packing.py::pack_fp4` |
 | quantize.json | {n_blocks} blocks of 32 (edge cases + random) under every scale rule x rounding and every preset, plus NaN/Inf blocks: packed bytes, scale bytes, dequantized bits (or the error raised) | `mxfp4ref/quantize.py::quantize` |
 | padding.json | padded (H, I) of every vLLM MXFP4 backend; one pad_weights example | `mxfp4ref/moe/padding.py` |
