@@ -20,9 +20,9 @@
 //                                for float32), 4 lanes share a block (amax by 2 xor-shuffles), lane
 //                                stores its 4 packed bytes (E2M1) or 8 codes (FP8), so a warp reads
 //                                512 / 1024 contiguous bytes and writes 128 / 256. Each thread
-//                                processes UNROLL chunks at stride blockDim.x (loads first, then
-//                                math) to keep enough bytes in flight. Launch: 256 threads, grid =
-//                                ceil(nchunks / (256 * UNROLL)) (capped; the loop is grid-stride).
+//                                loads U chunks at stride blockDim.x (raw, 128 bytes per thread in
+//                                flight), then does the math. Launch: 256 threads, grid =
+//                                ceil(nchunks / (256 * U)) (capped; the loop is grid-stride).
 #include "mx_common.cuh"
 
 #define MXK_IN_F32 0
@@ -79,18 +79,32 @@ __global__ void mx_quantize_naive(const void* __restrict__ x, unsigned char* __r
 
 // ---- fast: last axis, block 32, 8 elements per thread ----------------------------------------------
 
-#define MXK_Q_UNROLL 4
+// Raw 16 bytes per chunk for 16-bit inputs (8 elements), 32 bytes for float32; unpacked to float32
+// bits only when the chunk is processed, so the loads in flight cost 4 (8) registers per chunk.
+template <int IN>
+struct MxkRaw {
+    uint4 q[IN == MXK_IN_F32 ? 2 : 1];
+};
 
 template <int IN>
-__device__ __forceinline__ void mxk_load8(const void* __restrict__ x, long long chunk, mxk_u32 v[8]) {
+__device__ __forceinline__ void mxk_load_raw(const void* __restrict__ x, long long chunk, MxkRaw<IN>& r) {
     if (IN == MXK_IN_F32) {
         const uint4* p = (const uint4*)x + 2 * chunk;
-        uint4 a = p[0], b = p[1];
+        r.q[0] = p[0];
+        r.q[IN == MXK_IN_F32 ? 1 : 0] = p[1];
+    } else {
+        r.q[0] = ((const uint4*)x)[chunk];
+    }
+}
+
+template <int IN>
+__device__ __forceinline__ void mxk_unpack8(const MxkRaw<IN>& r, mxk_u32 v[8]) {
+    if (IN == MXK_IN_F32) {
+        const uint4 a = r.q[0], b = r.q[IN == MXK_IN_F32 ? 1 : 0];
         v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
         v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
     } else {
-        uint4 a = ((const uint4*)x)[chunk];
-        mxk_u32 w[4] = {a.x, a.y, a.z, a.w};
+        const mxk_u32 w[4] = {r.q[0].x, r.q[0].y, r.q[0].z, r.q[0].w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             if (IN == MXK_IN_BF16) {
@@ -105,37 +119,40 @@ __device__ __forceinline__ void mxk_load8(const void* __restrict__ x, long long 
 }
 
 template <int IN, int ELEM>
-__global__ void __launch_bounds__(256) mx_quantize_fast(const void* __restrict__ x,
+__global__ void __launch_bounds__(256, 3) mx_quantize_fast(const void* __restrict__ x,
                                                         unsigned char* __restrict__ codes,
                                                         unsigned char* __restrict__ scales,
                                                         long long nchunks, int flags) {
     MxkConv c = mxk_unpack_conv(flags);
     c.elem = ELEM;                                   // a compile-time constant from here on
-    // FP8 codes take the generic encoder (more registers): 2 chunks in flight instead of 4
-    constexpr int U = (ELEM == MXK_ELEM_E2M1) ? MXK_Q_UNROLL : 2;
+    // chunks in flight per thread: 32 raw bytes x 4 for float32, 16 x 8 for 16-bit inputs (the same
+    // registers, twice the bytes); FP8 codes take the generic encoder (more registers): half of that
+    constexpr int U = (ELEM == MXK_ELEM_E2M1) ? (IN == MXK_IN_F32 ? 4 : 8) : (IN == MXK_IN_F32 ? 2 : 4);
     const long long step = (long long)blockDim.x * U;
     for (long long base = (long long)blockIdx.x * step; base < nchunks; base += (long long)gridDim.x * step) {
-        mxk_u32 v[U][8];
+        MxkRaw<IN> raw[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
             if (ch < nchunks) {
-                mxk_load8<IN>(x, ch, v[u]);
+                mxk_load_raw<IN>(x, ch, raw[u]);
             } else {
 #pragma unroll
-                for (int j = 0; j < 8; j++) v[u][j] = 0;
+                for (int j = 0; j < (IN == MXK_IN_F32 ? 2 : 1); j++) raw[u].q[j] = make_uint4(0, 0, 0, 0);
             }
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const long long ch = base + (long long)u * blockDim.x + threadIdx.x;
+            mxk_u32 v[8];
+            mxk_unpack8<IN>(raw[u], v);
             mxk_u32 amax = 0;
             if (!c.amax_nan_ignore) {                // NaN's bits exceed Inf's: an unsigned max propagates it
 #pragma unroll
-                for (int j = 0; j < 8; j++) amax = max(amax, v[u][j] & 0x7FFFFFFFu);
+                for (int j = 0; j < 8; j++) amax = max(amax, v[j] & 0x7FFFFFFFu);
             } else {
 #pragma unroll
-                for (int j = 0; j < 8; j++) amax = max(amax, mxk_amax_key(v[u][j], c));
+                for (int j = 0; j < 8; j++) amax = max(amax, mxk_amax_key(v[j], c));
             }
             // the 4 lanes of a block are 4 consecutive lanes (chunk indices 4m .. 4m+3)
             mxk_u32 o1 = __shfl_xor_sync(0xFFFFFFFFu, amax, 1);
@@ -145,7 +162,7 @@ __global__ void __launch_bounds__(256) mx_quantize_fast(const void* __restrict__
             if (ch >= nchunks) continue;             // after the shuffles: whole groups skip together
             const mxk_u32 b = mxk_scale_byte(amax, c);
             if (ELEM == MXK_ELEM_E2M1) {
-                const mxk_u32 word = mxk_e2m1_chunk8(v[u], b, c);
+                const mxk_u32 word = mxk_e2m1_chunk8(v, b, c);
                 ((mxk_u32*)codes)[ch] = word;
             } else {
                 int k;
@@ -153,8 +170,8 @@ __global__ void __launch_bounds__(256) mx_quantize_fast(const void* __restrict__
                 mxk_u32 w0 = 0, w1 = 0;
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    w0 |= mxk_elem_code(v[u][j], mk, k, c) << (8 * j);
-                    w1 |= mxk_elem_code(v[u][j + 4], mk, k, c) << (8 * j);
+                    w0 |= mxk_elem_code(v[j], mk, k, c) << (8 * j);
+                    w1 |= mxk_elem_code(v[j + 4], mk, k, c) << (8 * j);
                 }
                 ((uint2*)codes)[ch] = make_uint2(w0, w1);
             }
