@@ -150,15 +150,18 @@ def nonfinite_blocks() -> tuple[list[str], np.ndarray]:
     return names, rows
 
 
-def _quantize_case(x, **kw) -> dict:
-    from .. import quantize
+def _case(x, fmt: str = "e2m1", **kw) -> dict:
+    """Quantize blocks ``x`` along the last axis (MXFP4 for e2m1, else MXFP8) -> the JSON record, or the
+    error raised (its type and message) when the convention rejects the input."""
+    from .. import quantize, quantize_mxfp8
 
     try:
-        q = quantize(x, axis=-1, **kw)
+        q = quantize(x, axis=-1, **kw) if fmt == "e2m1" else quantize_mxfp8(x, axis=-1, fmt=fmt, **kw)
     except (ValueError, TypeError) as e:
         return {"error": type(e).__name__, "message": str(e)}
-    return {"packed_hex": [hexbytes(p) for p in q.packed], "scales": [int(s) for s in q.scales.ravel()],
-            "dequantized": floats(q.dequantize(np.float32))["bits"]}
+    codes = q.packed if fmt == "e2m1" else q.data
+    return {("packed_hex" if fmt == "e2m1" else "data_hex"): [hexbytes(c) for c in codes],
+            "scales": [int(s) for s in q.scales.ravel()], "dequantized": floats(q.dequantize(np.float32))["bits"]}
 
 
 def quantize_vectors() -> dict:
@@ -172,28 +175,17 @@ def quantize_vectors() -> dict:
     for rule in ScaleRule:
         for rnd in Rounding:
             cases.append({"scale_rule": rule.value, "rounding": rnd.value,
-                          "finite": _quantize_case(x, scale_rule=rule.value, rounding=rnd.value),
-                          "nonfinite": _quantize_case(nf, scale_rule=rule.value, rounding=rnd.value)})
+                          "finite": _case(x, scale_rule=rule.value, rounding=rnd.value),
+                          "nonfinite": _case(nf, scale_rule=rule.value, rounding=rnd.value)})
     presets = []
     for p in preset_names():
-        presets.append({"preset": p, "finite": _quantize_case(x, preset=p), "nonfinite": _quantize_case(nf, preset=p)})
+        presets.append({"preset": p, "finite": _case(x, preset=p), "nonfinite": _case(nf, preset=p)})
     return {"description": "MXFP4 quantization of 32-element blocks along the last axis: packed codes "
                            "(hex, 16 bytes per block), E8M0 scale byte per block, dequantized float32 bits",
             "block_size": 32,
             "blocks": [{"name": n, "x": floats(r)} for n, r in zip(names, x)],
             "nonfinite_blocks": [{"name": n, "x": floats(r)} for n, r in zip(nf_names, nf)],
             "scale_rule_x_rounding": cases, "presets": presets}
-
-
-def _mxfp8_case(x, **kw) -> dict:
-    from .. import quantize_mxfp8
-
-    try:
-        q = quantize_mxfp8(x, axis=-1, **kw)
-    except (ValueError, TypeError) as e:
-        return {"error": type(e).__name__, "message": str(e)}
-    return {"data_hex": [hexbytes(d) for d in q.data], "scales": [int(s) for s in q.scales.ravel()],
-            "dequantized": floats(q.dequantize(np.float32))["bits"]}
 
 
 def mxfp8_vectors() -> dict:
@@ -207,11 +199,11 @@ def mxfp8_vectors() -> dict:
     for fmt in ("e4m3", "e5m2"):
         for rule in ScaleRule:
             cases.append({"fmt": fmt, "scale_rule": rule.value, "rounding": "rne",
-                          "finite": _mxfp8_case(x, fmt=fmt, scale_rule=rule.value, rounding="rne"),
-                          "nonfinite": _mxfp8_case(nf, fmt=fmt, scale_rule=rule.value, rounding="rne")})
+                          "finite": _case(x, fmt, scale_rule=rule.value, rounding="rne"),
+                          "nonfinite": _case(nf, fmt, scale_rule=rule.value, rounding="rne")})
         for p in MXFP8_PRESETS:
-            cases.append({"fmt": fmt, "preset": p, "finite": _mxfp8_case(x, fmt=fmt, preset=p),
-                          "nonfinite": _mxfp8_case(nf, fmt=fmt, preset=p)})
+            cases.append({"fmt": fmt, "preset": p, "finite": _case(x, fmt, preset=p),
+                          "nonfinite": _case(nf, fmt, preset=p)})
     return {"description": "MXFP8 quantization of the blocks of quantize.json (same order): element codes "
                            "(hex, 32 bytes per block), E8M0 scale byte per block, dequantized float32 bits",
             "block_size": 32, "block_names": names, "cases": cases}
