@@ -565,12 +565,13 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     moe_epilogue<1, 1, GATED>(A, acc, expert, start, count, row0, 0, g, t);
 }
 
-// name, D, NWARP (block rows = 16*NWARP, 8 tokens; dynamic smem = 8 * (Kp + 32) * 2 bytes)
-#define DEFINE_GEMM_STREAM(name, D, NWARP)                                                              \
-    extern "C" __global__ void __launch_bounds__(32 * NWARP) moe_gemm1_##name(GEMM_PARAMS) {            \
+// name, D, NWARP, MINB (block rows = 16*NWARP, 8 tokens; dynamic smem = 8 * (Kp + 32) * 2 bytes; at least
+// MINB blocks resident per SM)
+#define DEFINE_GEMM_STREAM(name, D, NWARP, MINB)                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm1_##name(GEMM_PARAMS) {      \
         GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, true>(A);                                         \
     }                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(32 * NWARP) moe_gemm2_##name(GEMM_PARAMS) {            \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm2_##name(GEMM_PARAMS) {      \
         GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, false>(A);                                        \
     }
 
@@ -704,9 +705,10 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
         GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, false>(A);                               \
     }
 
-DEFINE_GEMM_STREAM(stream, 4, 4)         // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
-DEFINE_GEMM_STREAM(streamw, 4, 8)        // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight
-DEFINE_GEMM_STREAM(streamx, 4, 16)       // 256 rows x 8 tokens, 16 warps
+DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
+DEFINE_GEMM_STREAM(streamw, 4, 8, 3)     // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight, 3 blocks per SM
+DEFINE_GEMM_STREAM(streamw4, 4, 8, 4)    // same, registers capped for 4 blocks (32 warps) per SM
+DEFINE_GEMM_STREAM(streamx, 4, 16, 2)    // 256 rows x 8 tokens, 16 warps, 2 blocks per SM
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
