@@ -220,12 +220,22 @@ __global__ void __launch_bounds__(256) mx_align_scatter(const void* __restrict__
 
     for (int i = threadIdx.x; i < (2 + W) * E; i += blockDim.x) (i < 2 * E ? smem[i] : cur[i - 2 * E]) = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < nblk * E; i += blockDim.x) {
-        const int c = counts[i];
-        if (c) {
-            const int e = i % E;
-            atomicAdd(&tot[e], c);
-            if (i / E < (int)blockIdx.x) atomicAdd(&pre[e], c);
+    // the whole counts matrix, MXK_A_UNROLL independent loads at a time (L2 latency, not a chain)
+    for (int i0 = threadIdx.x; i0 < nblk * E; i0 += blockDim.x * MXK_A_UNROLL) {
+        int cv[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const int i = i0 + u * blockDim.x;
+            cv[u] = (i < nblk * E) ? counts[i] : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (cv[u]) {
+                const int e = i % E;
+                atomicAdd(&tot[e], cv[u]);
+                if (i / E < (int)blockIdx.x) atomicAdd(&pre[e], cv[u]);
+            }
         }
     }
     // this block's segment, split over its warps in contiguous multiples of 32
@@ -234,9 +244,16 @@ __global__ void __launch_bounds__(256) mx_align_scatter(const void* __restrict__
     const long long wseg = ((seg + W - 1) / W + 31) / 32 * 32;
     const long long wbegin = begin + (long long)w * wseg;
     const long long wend = wbegin + wseg < end ? wbegin + wseg : end;
-    for (long long f = wbegin + lane; f < wend; f += 32) {
-        const int e = mxk_load_id<IDT>(topk_ids, f);
-        if (e >= 0 && e < E) atomicAdd(&cur[w * E + e], 1);
+    for (long long f0 = wbegin + lane; f0 < wend; f0 += 32 * MXK_A_UNROLL) {
+        int ev[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = f0 + 32 * u;
+            ev[u] = (f < wend) ? mxk_load_id<IDT>(topk_ids, f) : -1;
+        }
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++)
+            if (ev[u] >= 0 && ev[u] < E) atomicAdd(&cur[w * E + ev[u]], 1);
     }
     __syncthreads();
     if (w == 0) {                                        // exclusive scan of padded totals
@@ -281,20 +298,28 @@ __global__ void __launch_bounds__(256) mx_align_scatter(const void* __restrict__
         if (threadIdx.x == 0) num_post_padded[0] = total;
     }
     __syncthreads();
-    for (long long base = wbegin; base < wend; base += 32) {
-        const long long f = base + lane;
-        int e = (f < wend) ? mxk_load_id<IDT>(topk_ids, f) : -1;
-        if (e >= E) e = -1;
-        const unsigned int peers = mxk_ballot_match(e, nbits);
-        const int leader = peers ? __ffs(peers) - 1 : lane;
-        int cursor = 0;
-        if (e >= 0 && lane == leader) cursor = cur[w * E + e];
-        cursor = __shfl_sync(0xFFFFFFFFu, cursor, leader);
-        if (e >= 0) {
-            sorted_ids[cursor + __popc(peers & lt_mask)] = (int)f;
-            if (lane == leader) cur[w * E + e] = cursor + __popc(peers);
+    for (long long base0 = wbegin; base0 < wend; base0 += 32 * MXK_A_UNROLL) {
+        int ev[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = base0 + 32 * u + lane;
+            ev[u] = (f < wend) ? mxk_load_id<IDT>(topk_ids, f) : -1;
         }
-        __syncwarp();
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = base0 + 32 * u + lane;
+            const int e = (ev[u] < E) ? ev[u] : -1;
+            const unsigned int peers = mxk_ballot_match(e, nbits);
+            const int leader = peers ? __ffs(peers) - 1 : lane;
+            int cursor = 0;
+            if (e >= 0 && lane == leader) cursor = cur[w * E + e];
+            cursor = __shfl_sync(0xFFFFFFFFu, cursor, leader);
+            if (e >= 0) {
+                sorted_ids[cursor + __popc(peers & lt_mask)] = (int)f;
+                if (lane == leader) cur[w * E + e] = cursor + __popc(peers);
+            }
+            __syncwarp();
+        }
     }
 }
 
