@@ -52,8 +52,6 @@ CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
     "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
-    "streamw4": (128, 8, 256, _stream_smem),  # same, registers capped for 32 warps per SM
-    "streamx": (256, 8, 512, _stream_smem),   # 16 warps x 16 rows, 2 blocks per SM
     "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2

@@ -707,8 +707,6 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 
 DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
 DEFINE_GEMM_STREAM(streamw, 4, 8, 3)     // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight, 3 blocks per SM
-DEFINE_GEMM_STREAM(streamw4, 4, 8, 4)    // same, registers capped for 4 blocks (32 warps) per SM
-DEFINE_GEMM_STREAM(streamx, 4, 16, 2)    // 256 rows x 8 tokens, 16 warps, 2 blocks per SM
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
