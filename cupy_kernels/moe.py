@@ -26,7 +26,6 @@ Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,6 @@ except ImportError:          # CPU-only machines: the module imports, calls rais
 ACTIVATIONS = {"swigluoai": 0, "silu": 1, "gelu": 2}
 _KERNEL_FILE = "moe_fused.cu"
 
-# name: (block rows, block tokens BT, threads, dynamic shared memory bytes); must match moe_fused.cu
 def _tiled_smem(rows, tokens, stages):
     return stages * (tokens * 320 + rows * 68)
 
@@ -48,6 +46,9 @@ def _stream_smem(kp):
     return 8 * (kp + 32) * 2
 
 
+# name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / streamw / tiled32 / tiled256; the
+# others are kept as measured alternatives (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
