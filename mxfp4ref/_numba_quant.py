@@ -14,16 +14,21 @@ How each step reproduces the NumPy spec exactly:
   defines that rule as NumPy's float32 ``log2`` (whose last-ulp behaviour is library dependent),
   so this backend computes the block maxima in numba and then calls the spec's own
   ``scales.scale_bytes`` on them, which is the same NumPy function on the same float32 values.
-* elements: one float32 multiply by the same float32 multiplier, then the same searches in the
-  same float64 grid / midpoint tables as ``rounding.round_magnitude`` (the scaled value is exact in
-  float64), sign from the sign bit, NaN per ``cfg.nan_code``.
-* dequantize: element value (float64 table) times 2^(b-127) in float64 (exact), NaN for byte 0xFF,
-  rounded once to float32.
+* elements: one float32 multiply by the same float32 multiplier; the magnitude code is the number
+  of thresholds the scaled value passes (``_tables``: the midpoints or grid points of
+  ``rounding.round_magnitude``, each exact in float32, with ties sent the same way), so every
+  comparison is the spec's; MX_NEAREST runs the spec's float32 arithmetic literally. Sign from
+  the sign bit, NaN per ``cfg.nan_code``.
+* dequantize: one float32 multiply of two exact float32s (element value, 2^(b-127)), which is the
+  spec's exact product rounded once to float32; NaN for byte 0xFF.
+
+All jitted code lives in this one file on purpose: numba's on-disk cache (cache=True) is keyed on
+the file of the compiled function, so a helper imported from another module could change without
+invalidating the cached kernels that inline it.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numba
 import numpy as np
@@ -118,7 +123,7 @@ _TABLES: dict = {}
 def _tables(elem: ElemFormat, rounding: Rounding):
     """Rounding tables of rounding.round_magnitude, recast as thresholds.
 
-    Returns (grid float64, mids float64, thr float32, up uint8). For RNE / AWAY / ZERO the magnitude
+    Returns (grid float64, thr float32, up uint8). For RNE / AWAY / ZERO the magnitude
     code of m is the number of k with ``m > thr[k]`` or (``up[k]`` and ``m == thr[k]``): a prefix of
     k, since thr ascends. RNE: thr = midpoints, a tie at midpoint k (between codes k, k+1) goes up
     iff k is odd (to the even code k+1); AWAY: midpoints, ties up; ZERO: thr = grid[1:], equal goes
@@ -137,7 +142,7 @@ def _tables(elem: ElemFormat, rounding: Rounding):
             thr, up = mids, k % 2 == 1
         thr32 = thr.astype(np.float32)
         assert np.array_equal(thr32.astype(np.float64), thr), "thresholds must be float32-exact"
-        _TABLES[key] = (grid, mids, thr32, up.astype(np.uint8))
+        _TABLES[key] = (grid, thr32, up.astype(np.uint8))
     return _TABLES[key]
 
 
@@ -450,7 +455,7 @@ def quantize_blocks(x: np.ndarray, cfg: QuantConfig) -> tuple[np.ndarray, np.nda
     xf = np.ascontiguousarray(x).reshape(-1)
     nblocks = xf.size // bs
     p = _params(cfg)
-    grid, _, thr, up = _tables(cfg.elem, cfg.rounding)
+    grid, thr, up = _tables(cfg.elem, cfg.rounding)
     codes = np.empty(xf.size, np.uint8)
     sbytes = np.empty(nblocks, np.uint8)
     with _Threads(xf.size):
@@ -500,7 +505,3 @@ def dequantize_blocks(codes: np.ndarray, scale_bytes: np.ndarray, cfg: QuantConf
                            _decode_table(cfg.elem), out)
     return out.reshape(rows, K)
 
-
-def threads() -> int:
-    """Number of threads the parallel kernels use (numba.get_num_threads())."""
-    return numba.get_num_threads()
