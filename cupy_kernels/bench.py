@@ -94,7 +94,7 @@ def _peer_quant(ctx: Ctx, rows: int, cols: int):
         return {"error": f"{type(e).__name__}: {e}"[:200]}
 
 
-def _quant_launcher(cp, x, in_dtype, preset=None, naive=False, elem=None):
+def _quant_launcher(cp, x, in_dtype, preset=None, naive=False, elem=None, variant="auto"):
     """A no-argument function that only enqueues the quantize kernel (outputs preallocated)."""
     import dataclasses
     from mxfp4ref.quantize import resolve_config
@@ -107,7 +107,7 @@ def _quant_launcher(cp, x, in_dtype, preset=None, naive=False, elem=None):
     rows, cols = x.shape
     codes = cp.empty((rows, cols // div), cp.uint8)
     scales = cp.empty((rows, cols // 32), cp.uint8)
-    return lambda: _launch(x, in_dtype, codes, scales, 1, cfg, naive)
+    return lambda: _launch(x, in_dtype, codes, scales, 1, cfg, naive, variant)
 
 
 @register("quantize")
@@ -131,6 +131,9 @@ def bench_quantize(ctx: Ctx):
                 t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", preset=preset))
                 rows_out.append({"kernel": f"quantize bf16->mxfp4 (fast, {preset})", "size": f"{rows}x{cols}",
                                  "time_us": t, "bytes": n * 2 + n // 2 + n // 32})
+            t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", preset="triton-round-up", variant="lanes"))
+            rows_out.append({"kernel": "quantize bf16->mxfp4 (4 lanes/block kernel, triton-round-up)",
+                             "size": f"{rows}x{cols}", "time_us": t, "bytes": n * 2 + n // 2 + n // 32})
             t = ctx.timeit(_quant_launcher(cp, x, "bfloat16", naive=True))
             rows_out.append({"kernel": "quantize bf16->mxfp4 (naive)", "size": f"{rows}x{cols}",
                              "time_us": t, "bytes": n * 2 + n // 2 + n // 32})

@@ -7,9 +7,10 @@ the input is a GPU array (see cupy_kernels/_args.py), float64 is not accepted, a
 as uint16 bits with ``dtype="bfloat16"``. Outputs are CuPy arrays; ``.get()`` gives the spec's
 NumPy tensor object.
 
-Kernel choice: the last axis with block_size 32 and a 16-byte aligned input takes the vectorized
-kernel ``mx_quantize_fast``; everything else the one-thread-per-block ``mx_quantize_naive``
-(``naive=True`` forces it: the tests compare both).
+Kernel choice: the last axis with block_size 32 and a 16-byte aligned input takes a vectorized kernel
+(bfloat16 -> MXFP4: ``mx_quantize_bf16``, one thread per block with bf16x2 arithmetic; otherwise
+``mx_quantize_fast``, four lanes per block); everything else the scalar one-thread-per-block
+``mx_quantize_naive`` (``naive=True`` forces it: the tests compare both).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ KERNEL_FILE = "quantize.cu"
 _IN = {"float32": 0, "float16": 1, "bfloat16": 2}
 _ELEM = {ElemFormat.E2M1: 0, ElemFormat.E4M3: 1, ElemFormat.E5M2: 2}
 NAMES = tuple([f"mx_quantize_naive<{i}>" for i in range(3)]
-              + [f"mx_quantize_fast<{i}, {e}>" for e in range(3) for i in range(3)])
+              + [f"mx_quantize_fast<{i}, {e}>" for e in range(3) for i in range(3)]
+              + ["mx_quantize_bf16"])
 THREADS = 256
 
 
@@ -72,7 +74,10 @@ class MXFP8Tensor:
                           self.block_size)
 
 
-def _launch(arr, in_dtype: str, codes, scales, ax: int, cfg: QuantConfig, naive: bool) -> None:
+def _launch(arr, in_dtype: str, codes, scales, ax: int, cfg: QuantConfig, naive: bool,
+            variant: str = "auto") -> None:
+    """Enqueue the quantize kernel. variant (benchmarks): "auto"; "lanes" = the 4-lanes-per-block
+    kernel even for bfloat16 (auto picks the one-thread-per-block bf16x2 kernel for bfloat16 MXFP4)."""
     shape = arr.shape
     outer = math.prod(shape[:ax])
     L = shape[ax]
@@ -84,12 +89,20 @@ def _launch(arr, in_dtype: str, codes, scales, ax: int, cfg: QuantConfig, naive:
     i = _IN[in_dtype]
     fast = (not naive and inner == 1 and cfg.block_size == 32 and arr.data.ptr % 16 == 0)
     with arr.device:
-        if fast:
+        if fast and in_dtype == "bfloat16" and cfg.elem is ElemFormat.E2M1 and variant == "auto":
+            nblocks = n // 32
+            k = get_kernel(KERNEL_FILE, "mx_quantize_bf16", NAMES)
+            k((grid_for(nblocks, THREADS * 2),), (THREADS,), (arr, codes, scales, np.int64(nblocks), flags))
+        elif fast:
             e = _ELEM[cfg.elem]
             nchunks = n // 8
-            per_block = THREADS * (4 if e == 0 else 2)      # chunks per block (the kernel's unroll)
+            if e == 0:                                       # chunks per thread: the kernel's U
+                per_thread = 4 if i == 0 else 8
+            else:
+                per_thread = 2 if i == 0 else 4
             k = get_kernel(KERNEL_FILE, f"mx_quantize_fast<{i}, {e}>", NAMES)
-            k((grid_for(nchunks, per_block),), (THREADS,), (arr, codes, scales, np.int64(nchunks), flags))
+            k((grid_for(nchunks, THREADS * per_thread),), (THREADS,),
+              (arr, codes, scales, np.int64(nchunks), flags))
         else:
             nthreads = outer * (L // cfg.block_size) * inner
             k = get_kernel(KERNEL_FILE, f"mx_quantize_naive<{i}>", NAMES)

@@ -210,3 +210,26 @@ def test_float64_to_float32_rounding(lib):
     with np.errstate(over="ignore"):
         want = d.astype(np.float32).view(np.uint32)
     assert np.array_equal(out, want)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_bf16_block_function(lib, preset):
+    """The one-thread-per-block bfloat16 function (bf16x2 arithmetic, emulated exactly on the host):
+    every bfloat16 value, the same values under a large block element, and edge blocks."""
+    import mxfp4ref
+    cfg = PRESETS[preset].config
+    allv = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(ml_dtypes.bfloat16).reshape(-1, 32)
+    big = allv.copy()
+    big[:, 0] = ml_dtypes.bfloat16(6.0)
+    edge = edge_blocks(np.random.default_rng(17), rows=600).astype(ml_dtypes.bfloat16)
+    x = np.concatenate([allv, big, edge])
+    want = mxfp4ref.quantize(x, preset=preset)
+    bits = np.ascontiguousarray(x.view(np.uint16))
+    nblk = bits.size // 32
+    packed = np.zeros(nblk * 16, np.uint8)
+    scales = np.zeros(nblk, np.uint8)
+    lib.h_quantize_bf16_blocks(bits.ctypes.data_as(VP), LL(nblk), ctypes.c_int(conv_flags(cfg)),
+                               packed.ctypes.data_as(VP), scales.ctypes.data_as(VP))
+    assert np.array_equal(scales, want.scales.reshape(-1))
+    bad = np.flatnonzero((packed.reshape(-1, 16) != want.packed.reshape(-1, 16)).any(1))
+    assert bad.size == 0, f"{bad.size} blocks differ, first {bad[0]}: {x.reshape(-1, 32)[bad[0]]}"

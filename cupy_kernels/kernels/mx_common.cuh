@@ -531,3 +531,132 @@ MXK_HD void mxk_e2m1_dequant_chunk8(mxk_u32 w, mxk_u32 b, mxk_u32 f[8]) {
         for (int j = 0; j < 8; j++) f[j] = mxk_e2m1_dequant_bits((w >> (4 * j)) & 0xFu, b);
     }
 }
+
+// ---- bfloat16 input, one thread per block: packed bf16x2 arithmetic -----------------------------------
+//
+// bf16x2 fused multiply-add (one rounding, round to nearest even) and minimum (a NaN operand yields
+// the other operand). Device: the PTX instructions (sm_80+); host: an exact emulation for the tests.
+#ifndef __CUDA_ARCH__
+MXK_HD mxk_u32 mxk_bf16_from_f64_rne(double d) {     // host only: round a double to bfloat16 bits
+    mxk_u64 u = mxk_f64_bits(d);
+    mxk_u32 sign = (mxk_u32)(u >> 48) & 0x8000u;
+    int e = (int)((u >> 52) & 0x7FF);
+    mxk_u64 m = u & 0xFFFFFFFFFFFFFull;
+    if (e == 0x7FF) return sign | 0x7F80u | (m ? 0x40u : 0u);
+    if (e == 0 && m == 0) return sign;
+    if (e == 0) e = 1; else m |= 1ull << 52;
+    int E = e - 1023;
+    int qexp = (E > -126 ? E : -126) - 7;
+    int shift = qexp - (E - 52);
+    mxk_u64 n;
+    if (shift >= 64) {
+        n = 0;
+    } else {
+        n = m >> shift;
+        mxk_u64 rem = m & ((1ull << shift) - 1), half = 1ull << (shift - 1);
+        if (rem > half || (rem == half && (n & 1))) n++;
+    }
+    if (E < -126) return sign | (mxk_u32)n;
+    mxk_u64 bits = ((mxk_u64)(qexp + 7 + 127 - 1) << 7) + n;
+    if (bits >= 0x7F80ull) return sign | 0x7F80u;
+    return sign | (mxk_u32)bits;
+}
+MXK_HD double mxk_bf16_to_f64(mxk_u32 h) { return mxk_f32bits_to_f64(h << 16); }
+#endif
+
+MXK_HD mxk_u32 mxk_bf16x2_fma(mxk_u32 a, mxk_u32 b, mxk_u32 c) {
+#ifdef __CUDA_ARCH__
+    mxk_u32 d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+#else
+    mxk_u32 out = 0;
+    for (int h = 0; h < 2; h++) {
+        mxk_u32 x = (a >> (16 * h)) & 0xFFFFu, y = (b >> (16 * h)) & 0xFFFFu, z = (c >> (16 * h)) & 0xFFFFu;
+        mxk_u32 r;
+        if (((x & 0x7FFFu) > 0x7F80u) || ((y & 0x7FFFu) > 0x7F80u) || ((z & 0x7FFFu) > 0x7F80u)) r = 0x7FFFu;
+        else r = mxk_bf16_from_f64_rne(mxk_bf16_to_f64(x) * mxk_bf16_to_f64(y) + mxk_bf16_to_f64(z));
+        out |= r << (16 * h);
+    }
+    return out;
+#endif
+}
+
+MXK_HD mxk_u32 mxk_bf16x2_min(mxk_u32 a, mxk_u32 b) {
+#ifdef __CUDA_ARCH__
+    mxk_u32 d;
+    asm("min.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+#else
+    mxk_u32 out = 0;
+    for (int h = 0; h < 2; h++) {
+        mxk_u32 x = (a >> (16 * h)) & 0xFFFFu, y = (b >> (16 * h)) & 0xFFFFu, r;
+        bool xn = (x & 0x7FFFu) > 0x7F80u, yn = (y & 0x7FFFu) > 0x7F80u;
+        if (xn && yn) r = 0x7FFFu;
+        else if (xn) r = y;
+        else if (yn) r = x;
+        else r = (mxk_bf16_to_f64(x) <= mxk_bf16_to_f64(y)) ? x : y;
+        out |= r << (16 * h);
+    }
+    return out;
+#endif
+}
+
+// One block of 32 bfloat16 (w: 16 words, element 2i in the low half of w[i]) -> 4 words of packed
+// codes (element 2i in the low nibble) and the scale byte (returned).
+// Fast path (RNE, power-of-two multiplier with -126 <= k <= 124, NaN code 7): two elements per
+// instruction: s = |x| * 2^k (exact, or below 2^-126 where the code is 0), then the three RNE
+// candidates of mxk_e2m1_chunk8 in bfloat16 with M = 192 (ulp 1 in [128, 256)); min.bf16x2 drops a
+// NaN, so NaN and Inf give 7. Everything else goes through the generic element code.
+MXK_HD mxk_u32 mxk_quant_block_bf16(const mxk_u32 w[16], mxk_u32 out[4], const MxkConv& c) {
+    mxk_u32 hi = 0, lo = 0;                                       // max of |x| as float32 bits
+    if (!c.amax_nan_ignore) {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            hi = max(hi, w[i] & 0x7FFF0000u);
+            lo = max(lo, (w[i] << 16) & 0x7FFF0000u);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            hi = max(hi, mxk_amax_key(w[i] & 0xFFFF0000u, c));
+            lo = max(lo, mxk_amax_key(w[i] << 16, c));
+        }
+    }
+    const mxk_u32 b = mxk_scale_byte(max(hi, lo), c);
+    int k;
+    const int mk = mxk_multiplier(b, c, &k);
+    if (mk == MXK_MUL_POW2 && c.rounding == MXK_RND_RNE && !c.nan_code_torchao && k >= -126 && k <= 124) {
+        const mxk_u32 P = ((mxk_u32)(k + 127) << 7) * 0x10001u;   // 2^k in both halves
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            mxk_u32 word = 0;
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const mxk_u32 x = w[4 * q + h];
+                const mxk_u32 s = mxk_bf16x2_fma(x & 0x7FFF7FFFu, P, 0x80008000u);   // * 2^k, + -0
+                mxk_u32 r = mxk_bf16x2_min(mxk_bf16x2_fma(s, 0x40004000u, 0x43404340u),   // 2s + 192
+                                           mxk_bf16x2_fma(s, 0x3F803F80u, 0x43424342u));  // s + 194
+                r = mxk_bf16x2_min(r, mxk_bf16x2_fma(s, 0x3F003F00u, 0x43444344u));       // s/2 + 196
+                r = mxk_bf16x2_min(r, 0x43474347u);                                       // 199 = 7
+                const mxk_u32 t = (r - 0x43404340u) | ((x >> 12) & 0x00080008u);  // nibbles at 0, 16
+                word |= ((t | (t >> 12)) & 0xFFu) << (8 * h);
+            }
+            out[q] = word;
+        }
+    } else {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            mxk_u32 word = 0;
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const mxk_u32 x = w[4 * q + h];
+                const mxk_u32 lo_c = mxk_elem_code(x << 16, mk, k, c);
+                const mxk_u32 hi_c = mxk_elem_code(x & 0xFFFF0000u, mk, k, c);
+                word |= (lo_c | (hi_c << 4)) << (8 * h);
+            }
+            out[q] = word;
+        }
+    }
+    return b;
+}

@@ -36,6 +36,20 @@ void h_quantize(const unsigned* xbits, long long rows, long long K, int bs, int 
     }
 }
 
+// bfloat16 bits (nblocks * 32) -> packed bytes (nblocks * 16) and scales, through the one-thread-per-
+// block bf16x2 function of the fast bfloat16 kernel.
+void h_quantize_bf16_blocks(const unsigned short* x, long long nblocks, int flags, unsigned char* packed,
+                            unsigned char* scales) {
+    const MxkConv c = mxk_unpack_conv(flags);
+    for (long long blk = 0; blk < nblocks; blk++) {
+        mxk_u32 w[16], out[4];
+        for (int i = 0; i < 16; i++) w[i] = x[blk * 32 + 2 * i] | ((mxk_u32)x[blk * 32 + 2 * i + 1] << 16);
+        scales[blk] = (unsigned char)mxk_quant_block_bf16(w, out, c);
+        for (int q = 0; q < 4; q++)
+            for (int j = 0; j < 4; j++) packed[blk * 16 + 4 * q + j] = (unsigned char)(out[q] >> (8 * j));
+    }
+}
+
 // codes: one E2M1 code per element (rows, K); out: float32 bits (rows, K).
 void h_dequant_e2m1(const unsigned char* codes, const unsigned char* scales, long long rows,
                     long long K, int bs, int fast, unsigned* out) {
