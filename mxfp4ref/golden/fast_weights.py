@@ -10,12 +10,12 @@ order, in worker processes. Quantization uses ``backend="numba"`` when that back
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
 from ..moe.random_weights import _float_rows, random_moe_weights, unit_normalish
 from ..moe.weights import MoEWeights
+from .parallel import can_fork
 
 
 def words_per_expert(H: int, I: int) -> int:
@@ -65,8 +65,8 @@ def random_weights_with_progress(E: int, H: int, I: int, *, seed: int, bias: boo
     if E * H * I < min_elements:                           # small: not worth processes or a bar
         return random_moe_weights(E, H, I, seed=seed, bias=bias, preset=preset, gate_up=gate_up)
     workers = workers or min(E, os.cpu_count() or 1)
-    if "mxfp4ref._numba_quant" in sys.modules:            # numba already running here: forking it
-        workers = 1                                        # can deadlock, so stay in this process
+    if not can_fork():                                     # no fork here, or numba already running in this
+        workers = 1                                        # process (forking it can deadlock): stay serial
     w13 = np.empty((E, 2 * I, H // 2), np.uint8)
     s13 = np.empty((E, 2 * I, H // 32), np.uint8)
     w2 = np.empty((E, H, I // 2), np.uint8)
