@@ -70,8 +70,9 @@ def _no_map(device_id: int):
 
 
 def segments(numel: int) -> tuple[int, int]:
-    """(blocks, ids per block) of the two-kernel path: about 1024 ids per block, at most 256 blocks."""
-    nblk = max(1, min(256, -(-numel // 1024)))
+    """(blocks, ids per block) of the two-kernel path: about 4096 ids per block, at most 128 blocks
+    (every scatter block reads the whole blocks x experts count matrix, so fewer blocks is cheaper)."""
+    nblk = max(1, min(128, -(-numel // 4096)))
     seg = max(32, -(-(-(-numel // nblk)) // 32) * 32)
     return nblk, seg
 

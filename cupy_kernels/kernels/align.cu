@@ -178,10 +178,19 @@ __global__ void __launch_bounds__(256) mx_align_count(const void* __restrict__ t
     const long long begin = (long long)blockIdx.x * seg;
     const long long end = begin + seg < numel ? begin + seg : numel;
     bool out_of_range = false;
-    for (long long f = begin + threadIdx.x; f < end; f += blockDim.x) {
-        const int e = mxk_load_id<IDT>(topk_ids, f);
-        if (e < 0 || e >= E) out_of_range = true;
-        else atomicAdd(&hist[e], 1);
+    for (long long f0 = begin + threadIdx.x; f0 < end; f0 += (long long)blockDim.x * MXK_A_UNROLL) {
+        int ev[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const long long f = f0 + (long long)u * blockDim.x;
+            ev[u] = (f < end) ? mxk_load_id<IDT>(topk_ids, f) : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            if (f0 + (long long)u * blockDim.x >= end) continue;
+            if (ev[u] < 0 || ev[u] >= E) out_of_range = true;
+            else atomicAdd(&hist[ev[u]], 1);
+        }
     }
     if (out_of_range) atomicOr(bad, 1);
     __syncthreads();

@@ -626,7 +626,10 @@ MXK_HD mxk_u32 mxk_quant_block_bf16(const mxk_u32 w[16], mxk_u32 out[4], const M
     const mxk_u32 b = mxk_scale_byte(max(hi, lo), c);
     int k;
     const int mk = mxk_multiplier(b, c, &k);
-    if (mk == MXK_MUL_POW2 && c.rounding == MXK_RND_RNE && !c.nan_code_torchao && k >= -126 && k <= 124) {
+    // NaN elements reach this path only when amax ignores NaN (with AmaxNaN.PROPAGATE a NaN makes the
+    // scale non-finite); the torchao NaN code (3) is then the one thing the fast path cannot produce.
+    const bool nan_code_ok = !(c.nan_code_torchao && c.amax_nan_ignore);
+    if (mk == MXK_MUL_POW2 && c.rounding == MXK_RND_RNE && nan_code_ok && k >= -126 && k <= 124) {
         const mxk_u32 P = ((mxk_u32)(k + 127) << 7) * 0x10001u;   // 2^k in both halves
 #pragma unroll
         for (int q = 0; q < 4; q++) {

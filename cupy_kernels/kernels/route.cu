@@ -103,25 +103,28 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
         if (__any_sync(0xFFFFFFFFu, nonfinite)) {
             if (lane == 0) atomicOr(bad, 1);
         }
-        // ---- selection: k rounds of arg-max, ties to the lower id (two warp reductions per round)
-        unsigned int taken = 0;       // bit p: my element p already selected
+        // ---- selection: k rounds of arg-max, ties to the lower id (two warp reductions per round).
+        // key[p]: order-preserving key of my element p, 0 once taken or beyond E.
+        unsigned int key[PL];
+#pragma unroll
+        for (int p = 0; p < PL; p++) key[p] = (p * 32 + lane < E) ? mxk_order_key(v[p]) : 0u;
         float my_v = 0.0f;            // lane r holds the r-th selection
         int my_id = 0x7FFFFFFF;
         for (int r = 0; r < k; r++) {
-            unsigned int bkey = 0u;   // my best not-yet-taken element (the lower p on ties)
+            unsigned int bkey = 0u;   // my best remaining element (the lower p on ties)
             int bi = 0x7FFFFFFF;
 #pragma unroll
             for (int p = 0; p < PL; p++) {
-                const int e = p * 32 + lane;
-                const unsigned int key = mxk_order_key(v[p]);
-                if (e < E && !((taken >> p) & 1u) && key > bkey) {
-                    bkey = key;
-                    bi = e;
+                if (key[p] > bkey) {
+                    bkey = key[p];
+                    bi = p * 32 + lane;
                 }
             }
             const unsigned int kmax = mxk_redux_max(bkey);
             const int wi = (int)mxk_redux_min((bkey == kmax) ? (unsigned int)bi : 0xFFFFFFFFu);
-            if ((wi & 31) == lane) taken |= 1u << (wi >> 5);
+#pragma unroll
+            for (int p = 0; p < PL; p++)
+                if (wi == p * 32 + lane) key[p] = 0u;
             if (lane == r) {
                 my_v = mxk_key_value(kmax);
                 my_id = wi;
