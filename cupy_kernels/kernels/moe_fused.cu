@@ -1,6 +1,5 @@
 // moe_fused.cu -- the fused MXFP4 MoE forward (gpt-oss layer) on tensor cores, for CuPy/NVRTC.
-// mxk-min-arch: 90
-// (Hopper and later: mul.rn.bf16x2 is sm_90+; mma.sync m16n8k16 bf16 and cp.async run on sm_80 too.)
+// Builds for sm_80 and later (mma.sync m16n8k16 bf16, cp.async; bf16x2 multiply via fma on sm_80).
 //
 // What: out[t] = sum over token t's valid slots j of  w_tj * (W2_e . act(W13_e . x_t + b13_e) + b2_e)
 //       with bf16 x, MXFP4 weights dequantized IN REGISTERS to bf16 (exactly), fp32 accumulation on the
@@ -56,9 +55,16 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {          // round to neare
     return (u16)(u >> 16);
 }
 
+// a * b per bf16 lane, rounded to nearest even. sm_90 has mul.bf16x2; sm_80 has only fma.bf16x2, and
+// fma(a, b, -0.0) is the same single rounding of the exact product (a zero product keeps its sign,
+// since +0 + -0 = +0 and -0 + -0 = -0 under round-to-nearest), so both give identical bits.
 __device__ __forceinline__ u32 bf16x2_mul(u32 a, u32 b) {
     u32 d;
+#if __CUDA_ARCH__ >= 900
     asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+#else
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(0x80008000u));
+#endif
     return d;
 }
 
