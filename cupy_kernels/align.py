@@ -17,7 +17,7 @@ KERNEL_FILE = "align.cu"
 NAMES = ("mx_align<0>", "mx_align<1>", "mx_align_count<0>", "mx_align_count<1>",
          "mx_align_scatter<0>", "mx_align_scatter<1>")
 MAX_EXPERTS = 1024
-SMEM_BYTES = 40 * 1024          # cnt[W][E] + off[E] + tot[E] ints
+SMEM_BYTES = 44 * 1024          # dynamic shared memory budget of the align kernels (< 48 KB)
 
 
 def _warps(E: int) -> int:
@@ -100,7 +100,8 @@ def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids,
     nblk, seg = segments(numel)
     if counts is None:
         counts = workspace(numel, E)
-    threads = 256
+    # as many warps per block as the scatter kernel's shared memory ((3 + warps) * E ints) allows
+    threads = 32 * max(1, min(32, (SMEM_BYTES // 4) // E - 3))
     k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
     k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),
        shared_mem=E * 4)

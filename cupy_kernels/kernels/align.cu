@@ -169,7 +169,7 @@ template __global__ void mx_align<1>(const void*, long long, int, int, const int
 // Order inside an expert: block, then warp, then chunk, then lane = ascending flat index, as in the spec.
 
 template <int IDT>
-__global__ void __launch_bounds__(256) mx_align_count(const void* __restrict__ topk_ids, long long numel,
+__global__ void __launch_bounds__(1024) mx_align_count(const void* __restrict__ topk_ids, long long numel,
                                                       int E, long long seg, int* __restrict__ counts,
                                                       int* __restrict__ bad) {
     extern __shared__ int hist[];
@@ -209,7 +209,7 @@ __device__ __forceinline__ unsigned int mxk_ballot_match(int e, int nbits) {
 }
 
 template <int IDT>
-__global__ void __launch_bounds__(256) mx_align_scatter(const void* __restrict__ topk_ids, long long numel,
+__global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict__ topk_ids, long long numel,
                                                         int E, int bs, long long seg, int nblk,
                                                         const int* __restrict__ counts,
                                                         const int* __restrict__ expert_map, int has_map,
