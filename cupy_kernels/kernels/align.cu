@@ -291,20 +291,34 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
             run += c;
         }
     }
-    if (blockIdx.x == 0) {                               // sentinels, expert_ids, total
+    // sentinels, expert_ids and the total, spread over the whole grid (every block knows off/tot)
+    {
         const int sentinel = (int)numel;
-        for (int e = threadIdx.x; e < E; e += blockDim.x) {
-            const int o = off[e];
+        const long long gtid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        const long long gstride = (long long)gridDim.x * blockDim.x;
+        for (long long i = gtid; i < (long long)E * bs; i += gstride) {     // padding: (expert, slot)
+            const int e = (int)(i / bs), j = (int)(i % bs);
             const int n = tot[e];
             const int padded = (n + bs - 1) / bs * bs;
-            for (int p = o + n; p < o + padded; p++) sorted_ids[p] = sentinel;
-            const int mapped = has_map ? expert_map[e] : e;
-            for (int blk = o / bs; blk < (o + padded) / bs; blk++) expert_ids[blk] = mapped;
+            if (j < padded - n) sorted_ids[off[e] + n + j] = sentinel;
         }
-        for (long long p = total + threadIdx.x; p < S; p += blockDim.x) sorted_ids[p] = sentinel;
+        for (long long p = total + gtid; p < S; p += gstride) sorted_ids[p] = sentinel;   // tail
         const int unused = has_map ? expert_map[0] : 0;
-        for (long long blk = total / bs + threadIdx.x; blk < nblocks; blk += blockDim.x) expert_ids[blk] = unused;
-        if (threadIdx.x == 0) num_post_padded[0] = total;
+        for (long long blk = gtid; blk < nblocks; blk += gstride) {          // expert of each block
+            const long long pos = blk * bs;
+            int value = unused;
+            if (pos < total) {
+                int lo = 0, hi = E - 1;                  // last expert with off[e] <= pos (and tot > 0)
+                while (lo < hi) {
+                    const int mid = (lo + hi + 1) >> 1;
+                    if (off[mid] <= pos) lo = mid; else hi = mid - 1;
+                }
+                while (lo > 0 && tot[lo] == 0) lo--;     // empty experts share their successor's off
+                value = has_map ? expert_map[lo] : lo;
+            }
+            expert_ids[blk] = value;
+        }
+        if (gtid == 0) num_post_padded[0] = total;
     }
     __syncthreads();
     for (long long base0 = wbegin; base0 < wend; base0 += 32 * MXK_A_UNROLL) {
