@@ -25,7 +25,8 @@ def _warps(E: int) -> int:
 
 
 def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=None, *,
-                     pad_sorted_ids: bool = False, check: bool = True, naive: bool = False):
+                     pad_sorted_ids: bool = False, check: bool = True, naive: bool = False,
+                     fused: bool = False):
     """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the spec, computed on the GPU."""
     from mxfp4ref.moe.align import max_num_tokens_padded
     cp = cupy()
@@ -52,7 +53,8 @@ def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=Non
         expert_ids = cp.empty((-(-size // block_size),), cp.int32)
         post = cp.empty((1,), cp.int32)
         bad = cp.zeros((1,), cp.int32)
-        launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad, naive=naive)
+        launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad, naive=naive,
+               fused=fused)
         if check and int(bad.get()[0]):
             raise ValueError(f"topk_ids: expected global expert ids in [0, {num_experts}), got an id "
                              f"outside that range")
@@ -83,9 +85,21 @@ def workspace(numel: int, num_experts: int):
     return cp.empty((segments(numel)[0], num_experts), cp.int32)
 
 
+_BARRIER = {}
+
+
+def _barrier(device_id: int):
+    """Grid-barrier state of the fused kernel (2 uint32, zero once, self-resetting), one per device."""
+    if device_id not in _BARRIER:
+        _BARRIER[device_id] = cupy().zeros((2,), cupy().uint32)
+    return _BARRIER[device_id]
+
+
 def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad,
-           naive: bool = False, counts=None) -> None:
-    """Enqueue the alignment kernels (no checks, no synchronization). naive: the one-block kernel."""
+           naive: bool = False, counts=None, fused: bool = False) -> None:
+    """Enqueue the alignment kernels (no checks, no synchronization). naive: the one-block kernel.
+    fused: one cooperative launch (count, grid barrier, scatter) instead of two kernels; it shares one
+    barrier per device, so never run two fused alignments concurrently on different streams."""
     E = num_experts
     idt = 0 if ids.dtype == np.int32 else 1
     map_ptr = emap if emap is not None else _no_map(ids.device.id)
@@ -102,12 +116,18 @@ def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids,
         counts = workspace(numel, E)
     # as many warps per block as the scatter kernel's shared memory ((3 + warps) * E ints) allows
     threads = 32 * max(1, min(32, (SMEM_BYTES // 4) // E - 3))
-    k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
-    k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),
-       shared_mem=E * 4)
+    if not fused:
+        k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
+        k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),
+           shared_mem=E * 4)
     k2 = get_kernel(KERNEL_FILE, f"mx_align_scatter<{idt}>", NAMES)
     nbits = max(1, (E - 1).bit_length())
-    k2((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int32(block_size), np.int64(seg),
-                             np.int32(nblk), counts, map_ptr, np.int32(emap is not None),
-                             np.int64(sorted_ids.size), np.int64(expert_ids.size), np.int32(nbits),
-                             sorted_ids, expert_ids, post), shared_mem=(3 + threads // 32) * E * 4)
+    args = (ids, np.int64(numel), np.int32(E), np.int32(block_size), np.int64(seg), np.int32(nblk), counts,
+            map_ptr, np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
+            np.int32(nbits), sorted_ids, expert_ids, post,
+            _barrier(ids.device.id) if fused else np.uintp(0), bad)
+    smem = (3 + threads // 32) * E * 4
+    if fused:
+        k2((nblk,), (threads,), args, shared_mem=smem, enable_cooperative_groups=True)
+    else:
+        k2((nblk,), (threads,), args, shared_mem=smem)

@@ -90,9 +90,9 @@ def test_route_bad_input(cp, ck):
 
 def check_align(cp, ck, ids_np, bs, E, emap=None, **kw):
     want = mxfp4ref.align_block_size(ids_np, bs, E, emap, **kw)
-    for naive in (False, True):
+    for naive, fused in ((False, False), (True, False), (False, True)):
         got = ck.align_block_size(cp.asarray(ids_np), bs, E, None if emap is None else cp.asarray(emap),
-                                  naive=naive, **kw)
+                                  naive=naive, fused=fused, **kw)
         for name, g, w in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_padded"), got, want):
             g = g.get()
             assert g.shape == w.shape, f"naive={naive} {name}: shape {g.shape} vs {w.shape}"

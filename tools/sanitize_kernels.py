@@ -46,9 +46,10 @@ def main():
         got = ck.align_block_size(cp.asarray(ids), 16, 40, naive=naive)
         ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
     big = rng.integers(0, 40, (3000, 4)).astype(np.int32)             # 3 blocks in the fast path
-    got = ck.align_block_size(cp.asarray(big), 16, 40)
     want = mxfp4ref.align_block_size(big, 16, 40)
-    ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
+    for fused in (False, True):
+        got = ck.align_block_size(cp.asarray(big), 16, 40, fused=fused)
+        ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
     cp.cuda.Device().synchronize()
     print("sanitize_kernels: values", "OK" if ok else "DIFFER")
     return 0 if ok else 1

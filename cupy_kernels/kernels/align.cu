@@ -159,6 +159,7 @@ template __global__ void mx_align<1>(const void*, long long, int, int, const int
 //
 // mx_align_count<IDT>:   block b counts the ids of its segment [b*seg, (b+1)*seg) into counts[b][e]
 //                        (shared-memory atomics; any order, it is a count).
+// (cooperative launch: mx_align_scatter does the counting itself, then a grid barrier, so one kernel)
 // mx_align_scatter<IDT>: every block reads the whole counts matrix (nblk x E ints, from L2) to get each
 //                        expert's total, its padded start off_e, and the ids of expert e in earlier
 //                        blocks; splits its segment over its W warps (per-warp counts by atomics, then a
@@ -208,14 +209,36 @@ __device__ __forceinline__ unsigned int mxk_ballot_match(int e, int nbits) {
     return peers;
 }
 
+// Grid-wide barrier for a cooperative launch (all blocks resident): arrival counter bar[0] and
+// generation bar[1], both left ready for the next launch (bar starts zeroed, allocated once).
+__device__ __forceinline__ void mxk_grid_barrier(unsigned int* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned int* vbar = bar;
+        const unsigned int gen = vbar[1];
+        __threadfence();
+        if (atomicAdd(&bar[0], 1u) == gridDim.x - 1) {
+            bar[0] = 0u;
+            __threadfence();
+            atomicAdd(&bar[1], 1u);
+        } else {
+            while (vbar[1] == gen) {
+            }
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
 template <int IDT>
 __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict__ topk_ids, long long numel,
                                                         int E, int bs, long long seg, int nblk,
-                                                        const int* __restrict__ counts,
+                                                        int* __restrict__ counts,
                                                         const int* __restrict__ expert_map, int has_map,
                                                         long long S, long long nblocks, int nbits,
                                                         int* __restrict__ sorted_ids, int* __restrict__ expert_ids,
-                                                        int* __restrict__ num_post_padded) {
+                                                        int* __restrict__ num_post_padded,
+                                                        unsigned int* __restrict__ barrier, int* __restrict__ bad) {
     extern __shared__ int smem[];
     const int W = blockDim.x >> 5;
     int* tot = smem;                   // [E] ids of expert e in all blocks
@@ -227,6 +250,34 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
     const int w = threadIdx.x >> 5;
     const unsigned int lt_mask = (1u << lane) - 1u;
 
+    if (barrier != nullptr) {
+        // fused: mx_align_count's work (into off[] as scratch), then wait for every block's counts
+        for (int e = threadIdx.x; e < E; e += blockDim.x) off[e] = 0;
+        __syncthreads();
+        const long long b0 = (long long)blockIdx.x * seg;
+        const long long b1 = b0 + seg < numel ? b0 + seg : numel;
+        bool out_of_range = false;
+        for (long long f0 = b0 + threadIdx.x; f0 < b1; f0 += (long long)blockDim.x * MXK_A_UNROLL) {
+            int ev[MXK_A_UNROLL];
+#pragma unroll
+            for (int u = 0; u < MXK_A_UNROLL; u++) {
+                const long long f = f0 + (long long)u * blockDim.x;
+                ev[u] = (f < b1) ? mxk_load_id<IDT>(topk_ids, f) : 0;
+            }
+#pragma unroll
+            for (int u = 0; u < MXK_A_UNROLL; u++) {
+                if (f0 + (long long)u * blockDim.x >= b1) continue;
+                if (ev[u] < 0 || ev[u] >= E) out_of_range = true;
+                else atomicAdd(&off[ev[u]], 1);
+            }
+        }
+        if (out_of_range) atomicOr(bad, 1);
+        __syncthreads();
+        for (int e = threadIdx.x; e < E; e += blockDim.x) counts[(long long)blockIdx.x * E + e] = off[e];
+        __threadfence();
+        mxk_grid_barrier(barrier);
+    }
+
     for (int i = threadIdx.x; i < (2 + W) * E; i += blockDim.x) (i < 2 * E ? smem[i] : cur[i - 2 * E]) = 0;
     __syncthreads();
     // the whole counts matrix, MXK_A_UNROLL independent loads at a time (L2 latency, not a chain)
@@ -235,7 +286,7 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 #pragma unroll
         for (int u = 0; u < MXK_A_UNROLL; u++) {
             const int i = i0 + u * blockDim.x;
-            cv[u] = (i < nblk * E) ? counts[i] : 0;
+            cv[u] = (i < nblk * E) ? ((volatile const int*)counts)[i] : 0;   // (fused: other blocks' writes)
         }
 #pragma unroll
         for (int u = 0; u < MXK_A_UNROLL; u++) {
@@ -348,5 +399,5 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 
 template __global__ void mx_align_count<0>(const void*, long long, int, long long, int*, int*);
 template __global__ void mx_align_count<1>(const void*, long long, int, long long, int*, int*);
-template __global__ void mx_align_scatter<0>(const void*, long long, int, int, long long, int, const int*, const int*, int, long long, long long, int, int*, int*, int*);
-template __global__ void mx_align_scatter<1>(const void*, long long, int, int, long long, int, const int*, const int*, int, long long, long long, int, int*, int*, int*);
+template __global__ void mx_align_scatter<0>(const void*, long long, int, int, long long, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);
+template __global__ void mx_align_scatter<1>(const void*, long long, int, int, long long, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);
