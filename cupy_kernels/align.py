@@ -127,7 +127,7 @@ def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids,
             np.int32(nbits), sorted_ids, expert_ids, post,
             _barrier(ids.device.id) if fused else np.uintp(0), bad)
     smem = (3 + threads // 32) * E * 4
-    if fused:
-        k2((nblk,), (threads,), args, shared_mem=smem, enable_cooperative_groups=True)
+    if fused:   # RawKernel.__call__ fixes enable_cooperative_groups itself: call the compiled Function
+        k2.kernel((nblk,), (threads,), args, shared_mem=smem, enable_cooperative_groups=True)
     else:
         k2((nblk,), (threads,), args, shared_mem=smem)
