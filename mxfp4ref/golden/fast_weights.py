@@ -13,14 +13,8 @@ import os
 
 import numpy as np
 
-from ..moe.random_weights import _float_rows, random_moe_weights, unit_normalish
-from ..moe.weights import MoEWeights
+from ..moe.random_weights import assemble, random_biases, random_expert, random_moe_weights
 from .parallel import can_fork
-
-
-def words_per_expert(H: int, I: int) -> int:
-    """Raw 64-bit words one expert consumes: w13 (2I magnitudes + 2I*H elements), w2 (H + H*I)."""
-    return 2 * I + 2 * I * H + H + H * I
 
 
 _BACKEND: list[str] = []
@@ -43,15 +37,8 @@ def _backend() -> str:
 
 
 def make_expert(seed: int, e: int, H: int, I: int, preset: str):
-    """Expert ``e``'s (w13 packed, w13 scales, w2 packed, w2 scales) from its stream position."""
-    from .. import quantize
-
-    bg = np.random.PCG64(int(seed))
-    bg.advance(e * words_per_expert(H, I))
-    backend = _backend()
-    q13 = quantize(_float_rows(bg, 2 * I, H), axis=-1, preset=preset, backend=backend)
-    q2 = quantize(_float_rows(bg, H, I), axis=-1, preset=preset, backend=backend)
-    return q13.packed, q13.scales, q2.packed, q2.scales
+    """Expert ``e`` (see :func:`random_expert`) with the fastest quantizer backend that agrees."""
+    return random_expert(seed, e, H, I, preset=preset, backend=_backend())
 
 
 def _job(args):
@@ -67,32 +54,23 @@ def random_weights_with_progress(E: int, H: int, I: int, *, seed: int, bias: boo
     workers = workers or min(E, os.cpu_count() or 1)
     if not can_fork():                                     # no fork here, or numba already running in this
         workers = 1                                        # process (forking it can deadlock): stay serial
-    w13 = np.empty((E, 2 * I, H // 2), np.uint8)
-    s13 = np.empty((E, 2 * I, H // 32), np.uint8)
-    w2 = np.empty((E, H, I // 2), np.uint8)
-    s2 = np.empty((E, H, I // 32), np.uint8)
     jobs = [(seed, e, H, I, preset) for e in range(E)]
     progress.stage(f"weights ({E} experts)", E)
-    if workers > 1:
-        import multiprocessing as mp
 
-        # fork before numba runs in this process (a forked numba runtime can deadlock); each worker
-        # probes the backend itself
-        with mp.get_context("fork").Pool(workers) as pool:
-            for e, parts in enumerate(pool.imap(_job, jobs)):
-                w13[e], s13[e], w2[e], s2[e] = parts
-                progress.update(e + 1)
-    else:
-        for e, job in enumerate(jobs):
-            w13[e], s13[e], w2[e], s2[e] = _job(job)
+    def experts():
+        if workers > 1:
+            import multiprocessing as mp
+
+            # fork before numba runs in this process (a forked numba runtime can deadlock); each
+            # worker probes the backend itself
+            with mp.get_context("fork").Pool(workers) as pool:
+                yield from pool.imap(_job, jobs)
+        else:
+            yield from map(_job, jobs)
+
+    def counted():
+        for e, parts in enumerate(experts()):
+            yield parts
             progress.update(e + 1)
-    b13 = b2 = None
-    if bias:                                               # the stream after the last expert
-        import ml_dtypes
 
-        bg = np.random.PCG64(int(seed))
-        bg.advance(E * words_per_expert(H, I))
-        to_bf16 = lambda z: (z / 2).astype(ml_dtypes.bfloat16).astype(np.float32)
-        b13 = to_bf16(unit_normalish(bg.random_raw(E * 2 * I)).reshape(E, 2 * I))
-        b2 = to_bf16(unit_normalish(bg.random_raw(E * H)).reshape(E, H))
-    return MoEWeights(w13, s13, w2, s2, b13, b2, gate_up="interleaved").with_gate_up(gate_up)
+    return assemble(E, H, I, counted(), random_biases(seed, E, H, I) if bias else None, gate_up)

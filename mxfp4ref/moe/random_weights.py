@@ -54,6 +54,62 @@ def _float_rows(bg: np.random.PCG64, rows: int, cols: int) -> np.ndarray:
     return (z * (m / np.sqrt(float(cols)))[:, None]).astype(np.float32)
 
 
+def words_per_expert(hidden_size: int, intermediate_size: int) -> int:
+    """Raw 64-bit words one expert draws: w13 (2I magnitudes + 2I*H elements), w2 (H + H*I)."""
+    H, I = hidden_size, intermediate_size
+    return 2 * I + 2 * I * H + H + H * I
+
+
+def random_expert(seed: int, e: int, hidden_size: int, intermediate_size: int, *,
+                  preset: str = "ocp", backend: str = "numpy"):
+    """Expert ``e`` of ``random_moe_weights(E, H, I, seed=seed)``, drawn from its own stream position.
+
+    Returns (w13 (2I, H/2), w13 scales (2I, H/32), w2 (H, I/2), w2 scales (H, I/32)), all uint8.
+    Experts can be made independently and in any order (e.g. in worker processes)."""
+    from .. import quantize          # the format core's quantizer (imported late: no import cycle)
+
+    H, I = int(hidden_size), int(intermediate_size)
+    bg = np.random.PCG64(int(seed))
+    bg.advance(int(e) * words_per_expert(H, I))
+    q13 = quantize(_float_rows(bg, 2 * I, H), axis=-1, preset=preset, backend=backend)
+    q2 = quantize(_float_rows(bg, H, I), axis=-1, preset=preset, backend=backend)
+    return q13.packed, q13.scales, q2.packed, q2.scales
+
+
+def random_biases(seed: int, num_experts: int, hidden_size: int, intermediate_size: int):
+    """(w13_bias (E, 2I), w2_bias (E, H)) float32 holding bf16 values: the stream after the last expert."""
+    E, H, I = int(num_experts), int(hidden_size), int(intermediate_size)
+    bg = np.random.PCG64(int(seed))
+    bg.advance(E * words_per_expert(H, I))
+    to_bf16 = lambda z: (z / 2).astype(ml_dtypes.bfloat16).astype(np.float32)
+    b13 = to_bf16(unit_normalish(bg.random_raw(E * 2 * I)).reshape(E, 2 * I))
+    b2 = to_bf16(unit_normalish(bg.random_raw(E * H)).reshape(E, H))
+    return b13, b2
+
+
+def check_sizes(num_experts, hidden_size, intermediate_size, seed) -> None:
+    """ValueError naming the argument unless E >= 1, H and I positive multiples of 32, seed >= 0."""
+    for name, v, mult in (("num_experts", num_experts, 1), ("hidden_size", hidden_size, 32),
+                          ("intermediate_size", intermediate_size, 32)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 or v % mult:
+            raise ValueError(f"{name}: expected a positive int multiple of {mult}, got {v!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+
+
+def assemble(E: int, H: int, I: int, experts, biases, gate_up: str) -> MoEWeights:
+    """MoEWeights from an iterable of E :func:`random_expert` results (consumed one at a time, so a
+    generator keeps one expert in flight) and optional :func:`random_biases`."""
+    w13 = np.empty((E, 2 * I, H // 2), np.uint8)
+    s13 = np.empty((E, 2 * I, H // 32), np.uint8)
+    w2 = np.empty((E, H, I // 2), np.uint8)
+    s2 = np.empty((E, H, I // 32), np.uint8)
+    for e, parts in enumerate(experts):
+        w13[e], s13[e], w2[e], s2[e] = parts
+    b13, b2 = biases if biases is not None else (None, None)
+    return MoEWeights(w13, s13, w2, s2, b13, b2, gate_up="interleaved").with_gate_up(gate_up)
+
+
 def random_moe_weights(num_experts: int, hidden_size: int, intermediate_size: int, *, seed: int,
                        bias: bool = True, preset: str = "ocp", gate_up: str = "interleaved",
                        backend: str = "numpy") -> MoEWeights:
@@ -61,30 +117,7 @@ def random_moe_weights(num_experts: int, hidden_size: int, intermediate_size: in
 
     ``backend`` is the quantizer's ("numba" gives the same bytes, faster: a gpt-oss-120b layer takes
     minutes with either, most of it in quantize)."""
-    from .. import quantize          # the format core's quantizer (imported late: no import cycle)
-
-    for name, v, mult in (("num_experts", num_experts, 1), ("hidden_size", hidden_size, 32),
-                          ("intermediate_size", intermediate_size, 32)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 or v % mult:
-            raise ValueError(f"{name}: expected a positive int multiple of {mult}, got {v!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    check_sizes(num_experts, hidden_size, intermediate_size, seed)
     E, H, I = int(num_experts), int(hidden_size), int(intermediate_size)
-    bg = np.random.PCG64(int(seed))
-
-    w13 = np.empty((E, 2 * I, H // 2), np.uint8)
-    s13 = np.empty((E, 2 * I, H // 32), np.uint8)
-    w2 = np.empty((E, H, I // 2), np.uint8)
-    s2 = np.empty((E, H, I // 32), np.uint8)
-    for e in range(E):                                   # one expert at a time: bounded memory
-        q = quantize(_float_rows(bg, 2 * I, H), axis=-1, preset=preset, backend=backend)
-        w13[e], s13[e] = q.packed, q.scales
-        q = quantize(_float_rows(bg, H, I), axis=-1, preset=preset, backend=backend)
-        w2[e], s2[e] = q.packed, q.scales
-    b13 = b2 = None
-    if bias:
-        to_bf16 = lambda z: (z / 2).astype(ml_dtypes.bfloat16).astype(np.float32)
-        b13 = to_bf16(unit_normalish(bg.random_raw(E * 2 * I)).reshape(E, 2 * I))
-        b2 = to_bf16(unit_normalish(bg.random_raw(E * H)).reshape(E, H))
-    weights = MoEWeights(w13, s13, w2, s2, b13, b2, gate_up="interleaved")
-    return weights.with_gate_up(gate_up)
+    experts = (random_expert(seed, e, H, I, preset=preset, backend=backend) for e in range(E))
+    return assemble(E, H, I, experts, random_biases(seed, E, H, I) if bias else None, gate_up)
