@@ -55,8 +55,12 @@ def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str =
         bad = cp.zeros((1,), cp.int32)
         launch(x, in_dtype, int(top_k), _SCORING[scoring], bool(renormalize), order == "id",
                weights, ids, bad)
-        if check and int(bad.get()[0]):
+        flag = int(bad.get()[0]) if check else 0
+        if flag & 1:
             raise ValueError("router_logits: expected finite values, got NaN or +-inf")
+        if flag & 2:
+            raise ValueError(f"router_logits: some token's {top_k} selected sigmoid scores all underflow to 0 "
+                             f"(logits below about -745); renormalize=True cannot divide by 0")
     return weights, ids
 
 

@@ -86,6 +86,13 @@ def test_route_bad_input(cp, ck):
         ck.route(cp.zeros((4, 300), cp.float32), 2)
     with pytest.raises(ValueError, match="contiguous"):
         ck.route(cp.zeros((4, 16), cp.float32)[:, ::2], 2)
+    deep = np.full((2, 8), -800.0, np.float32)                # sigmoid scores underflow to exactly 0
+    with pytest.raises(ValueError, match="underflow"):
+        mxfp4ref.route(deep, 2, scoring="sigmoid")
+    with pytest.raises(ValueError, match="underflow"):
+        ck.route(cp.asarray(deep), 2, scoring="sigmoid")
+    w, _ = ck.route(cp.asarray(deep), 2, scoring="sigmoid", renormalize=False)
+    assert not cp.any(w)
 
 
 def check_align(cp, ck, ids_np, bs, E, emap=None, **kw):

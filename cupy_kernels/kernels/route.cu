@@ -11,7 +11,8 @@
 //   Only exp is not IEEE-exact: CUDA's double exp and NumPy's may differ in the last float64 bit,
 //   which changes the float32 weight only if it lies within ~1e-16 relative of a rounding boundary.
 // Output order: order_id = 0 -> selection order (descending logit, ties by id); 1 -> ascending id.
-// A non-finite logit sets *bad (the launcher raises ValueError, as the spec does).
+// A non-finite logit sets bit 0 of *bad, a sigmoid renormalization over k scores that all underflow
+// to 0 sets bit 1 (the launcher raises ValueError for either, as the spec does).
 //
 // Layout: logits C-contiguous (T, E) float32 / float16 / bfloat16 (bits); outputs C-contiguous.
 // Kernel mx_route<IN, PL>: one warp per token, lane l holds logits l, l+32, ... (PL per lane,
@@ -135,7 +136,13 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
         double w;
         if (scoring == MXK_SCORE_SIGMOID) {
             const double s = 1.0 / (1.0 + exp(-(double)my_v));
-            w = renormalize ? s / mxk_sum_by_id(s, my_id, k, lane) : s;
+            if (renormalize) {
+                const double den = mxk_sum_by_id(s, my_id, k, lane);
+                if (den == 0.0 && lane == 0) atomicOr(bad, 2);   // all k scores underflow: the spec raises
+                w = s / den;
+            } else {
+                w = s;
+            }
         } else {
             const double m = (double)row_max;
             const double e = exp((double)my_v - m);
