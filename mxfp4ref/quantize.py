@@ -125,7 +125,7 @@ def quantize(x: np.ndarray, axis: int = -1, *, scale_rule=None, rounding=None,
 def cast_output(y32_or_64: np.ndarray, dtype) -> np.ndarray:
     import ml_dtypes
     return y32_or_64.astype(ml_dtypes.bfloat16 if np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16)
-                            else dtype)
+                            else dtype, copy=False)      # y is a fresh array: no copy needed
 
 
 def check_out_dtype(dtype):
