@@ -42,9 +42,10 @@ for step in $STEPS; do
     grep -E "^==|rc=|ERROR SUMMARY|RACECHECK SUMMARY|values" "$OUT/sanitizer.log" ;;
   profile)
     # second launch of each kernel (the first is warm-up); sections that say where the time goes
-    timeout ${PROFILE_TIMEOUT:-240} ncu --kernel-name regex:mx_ --launch-skip ${NCU_SKIP:-6} --launch-count ${NCU_COUNT:-6} \
-        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        --section SchedulerStats python3 tools/profile_kernels.py > "$OUT/ncu.txt" 2>&1
+    timeout ${PROFILE_TIMEOUT:-240} ncu --kernel-name regex:${NCU_KERNELS:-mx_} --launch-skip ${NCU_SKIP:-6} \
+        --launch-count ${NCU_COUNT:-6} --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section SchedulerStats ${NCU_EXTRA:-} \
+        python3 tools/profile_kernels.py > "$OUT/ncu.txt" 2>&1
     echo "profile rc=$?"; grep -E "mx_|Duration|Throughput|Achieved Occupancy|Warp Cycles Per Issued|Registers Per" "$OUT/ncu.txt" | head -60 ;;
   bench)
     timeout ${BENCH_TIMEOUT:-600} python3 -m cupy_kernels.bench --peers .peers/tk ${BENCH_ARGS:-} --json "$OUT/bench.json" \
