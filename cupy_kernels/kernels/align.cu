@@ -280,17 +280,23 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 
     for (int i = threadIdx.x; i < (2 + W) * E; i += blockDim.x) (i < 2 * E ? smem[i] : cur[i - 2 * E]) = 0;
     __syncthreads();
-    // the whole counts matrix: thread e sums column e (independent loads, no division, no atomics)
-    for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        int t = 0, p = 0;
-#pragma unroll 8
-        for (int b = 0; b < nblk; b++) {
-            const int c = ((volatile const int*)counts)[(long long)b * E + e];   // (fused: other blocks' writes)
-            t += c;
-            p += (b < (int)blockIdx.x) ? c : 0;
+    // the whole counts matrix, MXK_A_UNROLL independent loads at a time (L2 latency, not a chain)
+    for (int i0 = threadIdx.x; i0 < nblk * E; i0 += blockDim.x * MXK_A_UNROLL) {
+        int cv[MXK_A_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const int i = i0 + u * blockDim.x;
+            cv[u] = (i < nblk * E) ? ((volatile const int*)counts)[i] : 0;   // (fused: other blocks' writes)
         }
-        tot[e] = t;
-        pre[e] = p;
+#pragma unroll
+        for (int u = 0; u < MXK_A_UNROLL; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (cv[u]) {
+                const int e = i % E;
+                atomicAdd(&tot[e], cv[u]);
+                if (i / E < (int)blockIdx.x) atomicAdd(&pre[e], cv[u]);
+            }
+        }
     }
     // this block's segment, split over its warps in contiguous multiples of 32
     const long long begin = (long long)blockIdx.x * seg;
@@ -328,17 +334,13 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
     }
     __syncthreads();
     const int total = s_total;
-    // per-warp cursors: for each expert, an exclusive scan over the W warps' counts; one warp per
-    // expert at a time (lane = warp index, shuffles), all warps in parallel over experts
-    for (int e = w; e < E; e += W) {
-        const int c = (lane < W) ? cur[lane * E + e] : 0;
-        int incl = c;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-            if (lane >= o) incl += y;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {  // per-warp cursors
+        int run = off[e] + pre[e];
+        for (int v = 0; v < W; v++) {
+            const int c = cur[v * E + e];
+            cur[v * E + e] = run;
+            run += c;
         }
-        if (lane < W) cur[lane * E + e] = off[e] + pre[e] + incl - c;
     }
     // sentinels, expert_ids and the total, spread over the whole grid (every block knows off/tot)
     {
@@ -346,7 +348,7 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
         const long long gtid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         const long long gstride = (long long)gridDim.x * blockDim.x;
         for (long long i = gtid; i < (long long)E * bs; i += gstride) {     // padding: (expert, slot)
-            const int e = (int)i / bs, j = (int)i - e * bs;                  // E * bs < 2^31
+            const int e = (int)(i / bs), j = (int)(i % bs);
             const int n = tot[e];
             const int padded = (n + bs - 1) / bs * bs;
             if (j < padded - n) sorted_ids[off[e] + n + j] = sentinel;
