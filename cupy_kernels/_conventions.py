@@ -45,4 +45,5 @@ def conv_flags(cfg: QuantConfig) -> int:
             | (cfg.nan_code is NanCode.TORCHAO) << 11
             | _ELEM[cfg.elem] << 12
             | (cfg.log2 is Log2.FLOAT32) << 14
-            | _EVEN_OVERFLOW[cfg.even_overflow] << 15)
+            | _EVEN_OVERFLOW[cfg.even_overflow] << 15
+            | (cfg.log2 is Log2.QUOTIENT) << 17)

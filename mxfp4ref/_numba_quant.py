@@ -82,6 +82,7 @@ _NONFINITE = {NonFinite.NAN_SCALE: 0, NonFinite.SATURATE: 1, NonFinite.TRITON: 2
  P_BUMP, P_EDGE_ZERO, P_NANCODE, P_MAXBITS, P_RECIPBITS, P_LOG2F32, P_EVEN_OVF,
  N_PARAMS) = range(17)
 _EVEN_OVF = {EvenOverflow.EXACT: 0, EvenOverflow.NAN_SCALE: 1, EvenOverflow.SATURATE: 2}
+_LOG2 = {Log2.EXACT: 0, Log2.FLOAT32: 1, Log2.QUOTIENT: 2}
 # The QuantConfig fields this backend implements; a new field must be added here (and to the
 # kernels) before the backend accepts configs that have it.
 _KNOWN_FIELDS = {"scale_rule", "rounding", "elem", "block_size", "amax_nan", "nonfinite", "descale",
@@ -112,7 +113,7 @@ def _params(cfg: QuantConfig) -> np.ndarray:
     p[P_NANCODE] = cfg.nan_magnitude_code()
     p[P_MAXBITS] = int(np.array(max32).view(np.uint32))
     p[P_RECIPBITS] = int(np.array(recip).view(np.uint32))
-    p[P_LOG2F32] = cfg.log2 is Log2.FLOAT32
+    p[P_LOG2F32] = _LOG2[cfg.log2]
     p[P_EVEN_OVF] = _EVEN_OVF[cfg.even_overflow]
     return p
 
@@ -190,6 +191,8 @@ def _scale_byte(A, p):
     nonfinite = E == 0xFF
     if rule == 0:                                        # FLOOR
         b = E - emax
+        if p[P_LOG2F32] == 2 and E == emax and M == 0x7FFFFF:
+            b = 1                                        # Log2.QUOTIENT: fl32(amax/2^emax) rounds up to 2^-126
     elif rule == 1:                                      # CEIL
         b = E + (1 if M != 0 else 0) - emax
     elif rule == 2:                                      # EVEN

@@ -125,6 +125,11 @@ class Log2(enum.Enum):
     one of 7420 such points tested): log2 rounds up to k for some amax a few ulps below 2^k, making
     the scale one binade too large. microxcaling's Python path (mx/mx_ops.py::_shared_exponents);
     platform dependent by nature."""
+    QUOTIENT = "quotient"
+    """The exponent field of fl32(amax / 2^emax) (one float32 division; exact for normal quotients).
+    Equals EXACT except for amax = (2 - 2^-23) * 2^(emax-127), whose quotient is a subnormal tie that
+    rounds UP to 2^-126: byte 1 instead of 0. triton_kernels ROUND_DOWN
+    (numerics_details/mxfp.py::downcast_to_mxfp_torch: `amax / 4`, then `& 0x7F800000`)."""
 
 
 class NanCode(enum.Enum):
@@ -151,7 +156,8 @@ class QuantConfig:
     subnormal_descale SubnormalDescale: RCEIL's byte for a subnormal descale.
     edge_multiplier   EdgeMultiplier: element multiplier of byte-0x00 and byte-0xFF blocks.
     nan_code          NanCode: E2M1 magnitude code of a NaN scaled element.
-    log2              Log2: FLOOR's exponent of amax, exact bits or a float32 log2.
+    log2              Log2: FLOOR's exponent of amax: exact bits, a float32 log2, or the bits of
+                      fl32(amax / 2^emax).
     even_overflow     EvenOverflow: EVEN's byte when rounding amax carries past 2^127.
 
     Element step (all backends): s = float32(x * multiplier) with multiplier = 2^(127-b) as a float32
@@ -183,8 +189,8 @@ class QuantConfig:
                     raise ValueError(f"block_size: expected a positive int, got {v!r}")
             elif not isinstance(v, _ENUMS[f.name]):
                 raise TypeError(f"{f.name}: expected a {_ENUMS[f.name].__name__} member, got {v!r}")
-        if self.log2 is Log2.FLOAT32 and self.scale_rule is not ScaleRule.FLOOR:
-            raise ValueError(f"log2: FLOAT32 is defined for FLOOR only, got {self.scale_rule}")
+        if self.log2 is not Log2.EXACT and self.scale_rule is not ScaleRule.FLOOR:
+            raise ValueError(f"log2: {self.log2.name} is defined for FLOOR only, got {self.scale_rule}")
         if self.nonfinite is NonFinite.TRITON and self.scale_rule not in (ScaleRule.FLOOR,
                                                                           ScaleRule.RCEIL):
             raise ValueError(f"nonfinite: TRITON is defined for FLOOR and RCEIL only, "

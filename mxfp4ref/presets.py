@@ -73,10 +73,11 @@ TRITON_ROUND_DOWN = Preset(
     "triton-round-down",
     QuantConfig(scale_rule=ScaleRule.FLOOR, rounding=Rounding.RNE, amax_nan=AmaxNaN.PROPAGATE,
                 nonfinite=NonFinite.TRITON, edge_multiplier=EdgeMultiplier.ZERO,
-                nan_code=NanCode.SATURATE),
+                nan_code=NanCode.SATURATE, log2=Log2.QUOTIENT),
     _TRITON_SRC,
-    "DequantScaleRoundingMode.ROUND_DOWN: D = amax/4, byte = exponent field of D (the OCP byte); "
-    "byte-0 (amax < 2^-124) and 0xFF blocks are multiplied by 0.")
+    "DequantScaleRoundingMode.ROUND_DOWN: D = amax/4 in float32, byte = exponent field of D "
+    "(Log2.QUOTIENT: the OCP byte, except amax = (2 - 2^-23) * 2^-125 whose quotient rounds up to "
+    "2^-126, byte 1); byte-0 (amax < 2^-124) and 0xFF blocks are multiplied by 0.")
 
 TRITON_ROUND_UP_LEGACY = Preset(
     "triton-round-up-legacy",

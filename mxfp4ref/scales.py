@@ -78,6 +78,10 @@ def scale_bytes(amax: np.ndarray, cfg) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             lg = np.floor(np.log2(amax))                 # float32 log2: may round up to k
         b = np.where(np.isfinite(lg), np.nan_to_num(lg), -1000).astype(np.int64) + 127 - emax
+    elif rule is ScaleRule.FLOOR and cfg.log2 is Log2.QUOTIENT:
+        with np.errstate(invalid="ignore", over="ignore"):
+            D = amax / np.float32(2.0 ** emax)           # one float32 division, as triton does
+        b = (f32_bits(D) >> 23) & 0xFF                   # its exponent field (NaN/Inf: replaced below)
     elif rule is ScaleRule.FLOOR:
         b = E - emax
     elif rule is ScaleRule.CEIL:

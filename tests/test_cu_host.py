@@ -152,17 +152,19 @@ def test_log2_float32_below_every_power_of_two(lib):
     assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
 
 
-@pytest.mark.parametrize("preset", ["torchao-rceil", "triton-round-up", "quark"])
+@pytest.mark.parametrize("preset", ["torchao-rceil", "triton-round-up", "triton-round-down", "quark"])
 def test_scale_byte_every_mantissa(lib, preset):
     """The kernels' scale byte (including RCEIL's integer shortcut for E2M1, E >= 4) against the
     spec's scale_bytes for EVERY float32 mantissa of the binades E = 4 (the shortcut's first) and
-    254, every 4th mantissa of E = 1, 2, 3, 5, every 16th of E = 100, 200, and sampled subnormals."""
+    254, every 4th mantissa of E = 1, 2, 3, 5, every 16th of E = 100, 200, sampled subnormals, and the
+    all-ones mantissa of E = 0..19 (where Log2.QUOTIENT, triton-round-down, carries)."""
     cfg = PRESETS[preset].config
     m = np.arange(1 << 23, dtype=np.uint32)
     amax = np.concatenate([(np.uint32(e) << 23) | m for e in (4, 254)]
                           + [(np.uint32(e) << 23) | m[::4] for e in (1, 2, 3, 5)]
                           + [(np.uint32(e) << 23) | m[::16] for e in (100, 200)]
-                          + [m[::97]])
+                          + [m[::97]]
+                          + [np.array([(e << 23) | 0x7FFFFF for e in range(20)], np.uint32)])
     out = np.zeros(amax.size, np.uint8)
     lib.h_scale_bytes(amax.ctypes.data_as(VP), LL(amax.size), ctypes.c_int(conv_flags(cfg)),
                       out.ctypes.data_as(VP))

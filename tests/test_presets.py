@@ -185,3 +185,17 @@ def test_edge_fields_only_act_on_edge_blocks(bits, name):
         if np.isnan(row).any() and cfg.amax_nan.value == "propagate" \
                 and cfg.nonfinite.value == "nan-scale":
             assert t.scales[r, 0] == 0xFF
+
+
+def test_triton_round_down_subnormal_quotient_matches_upstream():
+    """The block on which triton_kernels@018a674 downcast_to_mxfp_torch(ROUND_DOWN) and FLOOR's bits
+    differ (found by the CPU cross-check, spec/05): fl32(amax / 4) rounds up to 2^-126, so upstream
+    stores byte 1 and scales by 2^126. Expected bytes are upstream's output."""
+    x = np.zeros((1, 32), np.float32)
+    x.view(np.uint32)[0, 0] = 0x017FFFFF              # (2 - 2^-23) * 2^-125
+    x[0, 1] = np.float32(1e-38)
+    x.view(np.uint32)[0, 2] = 0x817FFFFF
+    q = quantize(x, preset="triton-round-down")
+    assert q.scales.tolist() == [[1]]
+    assert q.packed.tobytes().hex() == "260e" + "00" * 14
+    assert quantize(x, preset="ocp").scales.tolist() == [[0]]      # OCP FLOOR: exponent bits

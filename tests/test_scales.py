@@ -3,6 +3,7 @@
 The oracle uses Python floats (exact for float32 values), math.frexp and Fractions, never the
 bit tricks of mxfp4ref/scales.py.
 """
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from mxfp4ref import QuantConfig, ScaleRule, quantize, unpack_fp4, decode_e2m1
-from mxfp4ref.config import Descale, ElemFormat, EvenOverflow, NonFinite, SubnormalDescale
+from mxfp4ref.config import Descale, ElemFormat, EvenOverflow, Log2, NonFinite, SubnormalDescale
 from mxfp4ref.scales import scale_bytes
 
 
@@ -154,3 +155,27 @@ def test_rceil_exhaustive_over_every_mantissa_of_a_binade(descale, e):
     got = scale_bytes(amax, QuantConfig(scale_rule=ScaleRule.RCEIL, descale=descale))
     want = (E - 2 + (amax.astype(np.float64) > 1.5 * 2.0 ** e)).astype(np.uint8)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("elem", [ElemFormat.E2M1, ElemFormat.E4M3, ElemFormat.E5M2])
+def test_floor_quotient_is_the_exponent_of_the_float32_quotient(elem):
+    """Log2.QUOTIENT (triton ROUND_DOWN): byte = exponent field of fl32(amax / 2^emax), checked
+    against an exact rational oracle (round the quotient to the float32 grid by hand) over every
+    mantissa of the binades around the subnormal boundary, and FLOOR's bits above it."""
+    cfg = QuantConfig(scale_rule=ScaleRule.FLOOR, elem=elem, log2=Log2.QUOTIENT)
+    emax = elem.emax
+    for E in range(0, emax + 3):
+        M = np.arange(0, 1 << 23, dtype=np.uint32)
+        A = (np.uint32(E) << np.uint32(23)) | M
+        got = scale_bytes(A.view(np.float32), cfg)
+        # amax in units of 2^-149 (the float32 subnormal step), exactly, as Python-size integers
+        units = ((1 << 23) + M.astype(np.int64)) << (E - 1) if E > 0 else M.astype(np.int64)
+        q, r = np.divmod(units, 1 << emax)                 # quotient amax / 2^emax in those units
+        rounded = q + ((2 * r > (1 << emax)) | ((2 * r == (1 << emax)) & (q % 2 == 1)))   # RNE
+        # for E <= emax the quotient is below 2^-126 * 2 (spacing 1 unit): field 1 iff it reached 2^23
+        want = np.full(M.shape, E - emax) if E > emax else (rounded >= (1 << 23)).astype(np.int64)
+        np.testing.assert_array_equal(got, want.astype(np.uint8), err_msg=f"E={E}")
+    # the one carry per binade: amax = (2 - 2^-23) * 2^(emax-127) -> byte 1, where EXACT says 0
+    A = np.array([(emax << 23) | 0x7FFFFF], np.uint32).view(np.float32)
+    assert scale_bytes(A, cfg)[0] == 1
+    assert scale_bytes(A, dataclasses.replace(cfg, log2=Log2.EXACT))[0] == 0

@@ -148,6 +148,7 @@ struct MxkConv {
     int log2_f32;          // FLOOR: 1 = floor of a float32 log2 (Log2.FLOAT32), 0 = exponent bits
     int even_overflow;     // EVEN, amax rounding up to 2^128: 0 EXACT (b = 255 - emax, clamped),
                            // 1 NAN_SCALE (0xFF), 2 SATURATE (0xFE)
+    int log2_quotient;     // FLOOR: 1 = exponent field of fl32(amax / 2^emax) (Log2.QUOTIENT)
 };
 
 MXK_HD MxkConv mxk_unpack_conv(int f) {
@@ -163,6 +164,7 @@ MXK_HD MxkConv mxk_unpack_conv(int f) {
     c.elem = (f >> 12) & 3;
     c.log2_f32 = (f >> 14) & 1;
     c.even_overflow = (f >> 15) & 3;
+    c.log2_quotient = (f >> 17) & 1;
     return c;
 }
 
@@ -214,6 +216,9 @@ MXK_HD mxk_u32 mxk_scale_byte(mxk_u32 A, const MxkConv& c) {
         b = mxk_floor_log2_f32(A) + 127 - emax;
     } else if (c.scale_rule == MXK_SR_FLOOR) {
         b = E - emax;
+        // Log2.QUOTIENT: fl32(amax / 2^emax) is a subnormal tie that rounds up to 2^-126 (byte 1)
+        // exactly when amax = (2 - 2^-23) * 2^(emax-127); in integers, so -ftz cannot change it.
+        if (c.log2_quotient && E == emax && M == 0x7FFFFF) b = 1;
     } else if (c.scale_rule == MXK_SR_CEIL) {
         b = E + (M != 0) - emax;
     } else if (c.scale_rule == MXK_SR_EVEN) {
