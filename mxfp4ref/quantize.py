@@ -58,7 +58,8 @@ def resolve_config(scale_rule=None, rounding=None, block_size=32, preset=None,
 def to_rows(x: np.ndarray, ax: int) -> np.ndarray:
     """Move axis ``ax`` last and flatten the rest: (..., K, ...) -> (rows, K), C-contiguous."""
     moved = np.moveaxis(x, ax, -1)
-    return np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
+    rows = int(np.prod(moved.shape[:-1], dtype=np.int64))   # explicit: -1 is ambiguous when K == 0
+    return np.ascontiguousarray(moved.reshape(rows, moved.shape[-1]))
 
 
 def from_rows(y: np.ndarray, moved_shape: tuple, ax: int) -> np.ndarray:

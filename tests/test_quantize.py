@@ -194,3 +194,13 @@ def test_quantize_recovers_codes_of_a_block_whose_max_is_6(codes, scale):
         t = quantize(x, scale_rule=rule)
         assert (t.scales == scale).all(), rule
         assert np.array_equal(unpack_fp4(t.packed), codes), rule
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("shape", [(3, 0), (0,), (0, 32)])
+def test_empty_inputs_give_empty_outputs(shape, backend):
+    """Zero-length block axis or zero rows: empty packed/scales of the right shapes, no reshape error."""
+    q = quantize(np.zeros(shape, np.float32), backend=backend)
+    assert q.packed.shape == shape[:-1] + (shape[-1] // 2,)
+    assert q.scales.shape == shape[:-1] + (shape[-1] // 32,)
+    assert q.dequantize().shape == shape
