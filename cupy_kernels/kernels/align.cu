@@ -169,11 +169,12 @@ template __global__ void mx_align<1>(const void*, long long, int, int, const int
 //                        Block 0 also writes the padding sentinels, expert_ids and the total.
 // Order inside an expert: block, then warp, then chunk, then lane = ascending flat index, as in the spec.
 
+// This block's histogram of its segment [blockIdx.x*seg, +seg) of topk_ids into counts[blockIdx.x][*]
+// (hist: E ints of shared memory); out-of-range ids set *bad. Used by both count paths.
 template <int IDT>
-__global__ void __launch_bounds__(1024) mx_align_count(const void* __restrict__ topk_ids, long long numel,
-                                                      int E, long long seg, int* __restrict__ counts,
-                                                      int* __restrict__ bad) {
-    extern __shared__ int hist[];
+__device__ __forceinline__ void mxk_block_histogram(const void* __restrict__ topk_ids, long long numel, int E,
+                                                    long long seg, int* hist, int* __restrict__ counts,
+                                                    int* __restrict__ bad) {
     for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
     __syncthreads();
     const long long begin = (long long)blockIdx.x * seg;
@@ -196,6 +197,14 @@ __global__ void __launch_bounds__(1024) mx_align_count(const void* __restrict__ 
     if (out_of_range) atomicOr(bad, 1);
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x) counts[(long long)blockIdx.x * E + e] = hist[e];
+}
+
+template <int IDT>
+__global__ void __launch_bounds__(1024) mx_align_count(const void* __restrict__ topk_ids, long long numel,
+                                                      int E, long long seg, int* __restrict__ counts,
+                                                      int* __restrict__ bad) {
+    extern __shared__ int hist[];
+    mxk_block_histogram<IDT>(topk_ids, numel, E, seg, hist, counts, bad);
 }
 
 // Lanes of this warp whose e equals mine (e >= 0), from one ballot per bit of e.
@@ -252,28 +261,7 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 
     if (barrier != nullptr) {
         // fused: mx_align_count's work (into off[] as scratch), then wait for every block's counts
-        for (int e = threadIdx.x; e < E; e += blockDim.x) off[e] = 0;
-        __syncthreads();
-        const long long b0 = (long long)blockIdx.x * seg;
-        const long long b1 = b0 + seg < numel ? b0 + seg : numel;
-        bool out_of_range = false;
-        for (long long f0 = b0 + threadIdx.x; f0 < b1; f0 += (long long)blockDim.x * MXK_A_UNROLL) {
-            int ev[MXK_A_UNROLL];
-#pragma unroll
-            for (int u = 0; u < MXK_A_UNROLL; u++) {
-                const long long f = f0 + (long long)u * blockDim.x;
-                ev[u] = (f < b1) ? mxk_load_id<IDT>(topk_ids, f) : 0;
-            }
-#pragma unroll
-            for (int u = 0; u < MXK_A_UNROLL; u++) {
-                if (f0 + (long long)u * blockDim.x >= b1) continue;
-                if (ev[u] < 0 || ev[u] >= E) out_of_range = true;
-                else atomicAdd(&off[ev[u]], 1);
-            }
-        }
-        if (out_of_range) atomicOr(bad, 1);
-        __syncthreads();
-        for (int e = threadIdx.x; e < E; e += blockDim.x) counts[(long long)blockIdx.x * E + e] = off[e];
+        mxk_block_histogram<IDT>(topk_ids, numel, E, seg, off, counts, bad);
         __threadfence();
         mxk_grid_barrier(barrier);
     }
