@@ -1,6 +1,7 @@
 """The one loader for cupy_kernels/kernels/*.cu: CuPy RawModules, compiled once per device.
 
-* Compile options live in :data:`COMPILE_OPTIONS` and nowhere else.
+* Compile options live in :data:`COMPILE_OPTIONS` (and NVRTC's extra :data:`NVRTC_ONLY_OPTIONS`)
+  and nowhere else.
 * ``#include "name"`` lines of kernels/*.cu/.cuh are pasted in by this loader (NVRTC has no include
   path for our headers, and CuPy's kernel cache hashes only the source text it is given: pasting
   makes a header edit invalidate the cache).
@@ -22,6 +23,11 @@ KERNEL_DIR = pathlib.Path(__file__).resolve().parent / "kernels"
 
 # The only compile options (besides what CuPy adds). -DMXK_NVRTC lets a file tell NVRTC from nvcc.
 COMPILE_OPTIONS = ("-DMXK_NVRTC=1",)
+# NVRTC only (nvcc has no such flag and needs none): NVRTC 12 treats an unannotated (generic) lambda
+# inside device code as a host function and rejects it; NVRTC 13 makes it __device__ already. With
+# every function a device function by default, both compile moe_fused.cu's lambdas the same way
+# (checked with NVRTC 12.9 and 13.0: tools/nvrtc_compile.py).
+NVRTC_ONLY_OPTIONS = ("-default-device",)
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 _PRAGMA_ONCE = re.compile(r'^\s*#\s*pragma\s+once\s*$', re.M)   # pasted headers are included once anyway
@@ -62,7 +68,7 @@ def kernel_source(filename: str) -> str:
 def _load(filename: str, name_expressions: tuple, device_id: int):
     cp = cupy()
     with cp.cuda.Device(device_id):
-        mod = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS,
+        mod = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS + NVRTC_ONLY_OPTIONS,
                            name_expressions=name_expressions or None)
         mod.compile()
     return mod
