@@ -71,10 +71,14 @@ def _no_map(device_id: int):
     return _NO_MAP[device_id]
 
 
+IDS_PER_BLOCK = 4096            # two-kernel path: ids per block (module settings, for benchmarks)
+MAX_WARPS = 32                  # two-kernel path: warps per block at most
+
+
 def segments(numel: int) -> tuple[int, int]:
-    """(blocks, ids per block) of the two-kernel path: about 4096 ids per block, at most 128 blocks
-    (every scatter block reads the whole blocks x experts count matrix, so fewer blocks is cheaper)."""
-    nblk = max(1, min(128, -(-numel // 4096)))
+    """(blocks, ids per block) of the two-kernel path: about IDS_PER_BLOCK ids per block, at most 128
+    blocks (every scatter block reads the whole blocks x experts count matrix)."""
+    nblk = max(1, min(128, -(-numel // IDS_PER_BLOCK)))
     seg = max(32, -(-(-(-numel // nblk)) // 32) * 32)
     return nblk, seg
 
@@ -115,7 +119,7 @@ def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids,
     if counts is None:
         counts = workspace(numel, E)
     # as many warps per block as the scatter kernel's shared memory ((3 + warps) * E ints) allows
-    threads = 32 * max(1, min(32, (SMEM_BYTES // 4) // E - 3))
+    threads = 32 * max(1, min(MAX_WARPS, (SMEM_BYTES // 4) // E - 3))
     if not fused:
         k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
         k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),

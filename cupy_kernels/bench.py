@@ -240,6 +240,9 @@ def bench_routing(ctx: Ctx):
     def align_naive():
         _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, naive=True)
 
+    def route_naive():
+        _routing.launch(logits, "float32", k, 0, True, False, weights, ids, bad, naive=True)
+
     rows_out = []
     # tiny kernels: time CUDA-graph replays (host launch overhead is larger than the kernels)
     stream = cp.cuda.Stream(non_blocking=True)
@@ -257,14 +260,39 @@ def bench_routing(ctx: Ctx):
                 for fn in fns:
                     fn()
             return stream.end_capture()
+        route_naive()
         graphs = {"route": graph_of(route), "align": graph_of(align), "both": graph_of(route, align),
-                  "align_naive": graph_of(align_naive)}
+                  "align_naive": graph_of(align_naive), "route_naive": graph_of(route_naive)}
         t = {name: ctx.timeit(lambda g=g: g.launch(stream=stream), inner=1) / reps
              for name, g in graphs.items()}
+        # two-kernel align with other block shapes (module settings; restored after)
+        saved = _align.IDS_PER_BLOCK, _align.MAX_WARPS
+        variants = []
+        try:
+            for ipb, mw in ((2048, 32), (1024, 32), (1024, 8), (512, 8), (512, 4)):
+                _align.IDS_PER_BLOCK, _align.MAX_WARPS = ipb, mw
+                cnt_v = _align.workspace(T * k, E)
+
+                def align_v(c=cnt_v):
+                    _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, counts=c)
+                align_v()
+                stream.synchronize()
+                ga, gb2 = graph_of(align_v), graph_of(route, align_v)
+                variants.append((ipb, mw, ctx.timeit(lambda: ga.launch(stream=stream), inner=1) / reps,
+                                 ctx.timeit(lambda: gb2.launch(stream=stream), inner=1) / reps))
+        finally:
+            _align.IDS_PER_BLOCK, _align.MAX_WARPS = saved
     rows_out.append({"kernel": "route softmax top-4 (fp32 logits)", "size": f"{T}x{E}", "time_us": t["route"],
                      "bytes": T * E * 4 + T * k * 8, "note": "logits L2-resident across replays"})
+    rows_out.append({"kernel": "route softmax top-4 (fp32 logits, naive: 1 warp/token)", "size": f"{T}x{E}",
+                     "time_us": t["route_naive"], "bytes": T * E * 4 + T * k * 8})
     rows_out.append({"kernel": "align_block_size bs=64 (2 kernels)", "size": f"{T}x{k}", "time_us": t["align"],
                      "bytes": T * k * 4 * 2 + size * 4})
+    for ipb, mw, ta, tb2 in variants:
+        rows_out.append({"kernel": f"align bs=64 (2 kernels, {ipb} ids x <={mw} warps/block)", "size": f"{T}x{k}",
+                         "time_us": ta, "bytes": T * k * 4 * 2 + size * 4})
+        rows_out.append({"kernel": f"route + align ({ipb} ids x <={mw} warps/block)", "size": f"{T}x{E} top-{k}",
+                         "time_us": tb2, "note": "target < 20 us"})
     rows_out.append({"kernel": "align_block_size bs=64 (naive, 1 block)", "size": f"{T}x{k}",
                      "time_us": t["align_naive"], "bytes": T * k * 4 * 2 + size * 4})
     rows_out.append({"kernel": "route + align (one CUDA graph)", "size": f"{T}x{E} top-{k}",

@@ -5,7 +5,8 @@
 :func:`mxfp4ref.moe.routing.route` (selection on exact logits, ties to the lower id; weights in
 float64 in the spec's order of operations, rounded once; see kernels/route.cu for the one caveat,
 exp). router_logits: GPU float32 / float16 / bfloat16 (uint16 bits with dtype='bfloat16').
-GPU limits: num_experts <= 256, top_k <= 32 (ValueError beyond). Non-finite logits: ValueError,
+GPU limits: num_experts <= 256, top_k <= 32 (ValueError beyond). Kernels: 8 lanes per token for
+top_k <= 8 (not softmax without renormalization), else (or ``naive=True``) one warp per token. Non-finite logits: ValueError,
 as in the spec (the check costs one device-to-host read; ``check=False`` skips it).
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ from ._loader import cupy, get_kernel
 
 KERNEL_FILE = "route.cu"
 _PL = (1, 2, 4, 8)
-NAMES = tuple(f"mx_route<{i}, {p}>" for i in range(3) for p in _PL)
+_K = (1, 2, 4, 8)
+NAMES = (tuple(f"mx_route<{i}, {p}>" for i in range(3) for p in _PL)
+         + tuple(f"mx_route_fast<{i}, {kk}>" for i in range(3) for kk in _K))
 _IN = {"float32": 0, "float16": 1, "bfloat16": 2}
 _SCORING = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}
 MAX_EXPERTS = 32 * _PL[-1]
@@ -26,8 +29,10 @@ THREADS = 256
 
 
 def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str = "softmax",
-          order: str = "weight", dtype=None, check: bool = True):
-    """(topk_weights, topk_ids) of mxfp4ref.moe.routing.route, computed on the GPU."""
+          order: str = "weight", dtype=None, check: bool = True, naive: bool = False):
+    """(topk_weights, topk_ids) of mxfp4ref.moe.routing.route, computed on the GPU.
+    naive=True: always the one-warp-per-token reference kernel (else the 8-lanes-per-token kernel
+    wherever it applies: top_k <= 8 and not softmax without renormalization)."""
     from mxfp4ref._checks import check_choice
     cp = cupy()
     x, in_dtype = float_input(router_logits, "router_logits", dtype)
@@ -54,7 +59,7 @@ def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str =
         ids = cp.empty((T, top_k), cp.int32)
         bad = cp.zeros((1,), cp.int32)
         launch(x, in_dtype, int(top_k), _SCORING[scoring], bool(renormalize), order == "id",
-               weights, ids, bad)
+               weights, ids, bad, naive=bool(naive))
         flag = int(bad.get()[0]) if check else 0
         if flag & 1:
             raise ValueError("router_logits: expected finite values, got NaN or +-inf")
@@ -65,10 +70,18 @@ def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str =
 
 
 def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_id: bool,
-           weights, ids, bad) -> None:
+           weights, ids, bad, naive: bool = False) -> None:
     """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs)."""
     T, E = x.shape
     if T == 0:
+        return
+    if not naive and top_k <= _K[-1] and (scoring != _SCORING["softmax"] or renormalize):
+        kk = next(v for v in _K if v >= top_k)
+        k = get_kernel(KERNEL_FILE, f"mx_route_fast<{_IN[in_dtype]}, {kk}>", NAMES)
+        tokens = THREADS // 32 * 4          # 8 lanes per token
+        k((grid_for(T, tokens, cap=1 << 16),), (THREADS,),
+          (x, np.int32(T), np.int32(E), np.int32(top_k), np.int32(scoring), np.int32(renormalize),
+           np.int32(order_id), weights, ids, bad))
         return
     pl = next(p for p in _PL if 32 * p >= E)
     k = get_kernel(KERNEL_FILE, f"mx_route<{_IN[in_dtype]}, {pl}>", NAMES)

@@ -35,23 +35,26 @@ def logits(rng, T, E, kind):
 
 
 def check_route(cp, ck, x_np, x_gpu, k, dtype=None, **kw):
+    """Both kernels (8 lanes per token where it applies, and naive=True: one warp per token)."""
     w_want, i_want = mxfp4ref.route(x_np, k, **kw)
-    w, i = ck.route(x_gpu, k, dtype=dtype, **kw)
-    w, i = w.get(), i.get()
-    assert np.array_equal(i, i_want), f"ids differ at {np.argwhere(i != i_want)[:3]}"
-    bad = np.argwhere(w.view(np.uint32) != w_want.view(np.uint32))
-    assert bad.size == 0, f"{len(bad)} weights differ, first {bad[0]}: {w[tuple(bad[0])]!r} vs {w_want[tuple(bad[0])]!r}"
+    for naive in (False, True):
+        w, i = ck.route(x_gpu, k, dtype=dtype, naive=naive, **kw)
+        w, i = w.get(), i.get()
+        assert np.array_equal(i, i_want), f"naive={naive}: ids differ at {np.argwhere(i != i_want)[:3]}"
+        bad = np.argwhere(w.view(np.uint32) != w_want.view(np.uint32))
+        assert bad.size == 0, (f"naive={naive}: {len(bad)} weights differ, first {bad[0]}: "
+                               f"{w[tuple(bad[0])]!r} vs {w_want[tuple(bad[0])]!r}")
 
 
 @pytest.mark.parametrize("order", ["weight", "id"])
 @pytest.mark.parametrize("scoring,renormalize", [("softmax", True), ("softmax", False),
                                                  ("topk_softmax", True), ("sigmoid", True),
                                                  ("sigmoid", False)])
-@pytest.mark.parametrize("E,k", [(8, 2), (32, 4), (128, 4), (200, 8), (256, 32)])
+@pytest.mark.parametrize("E,k", [(6, 1), (8, 2), (13, 3), (32, 4), (128, 4), (200, 8), (256, 5), (256, 32)])
 def test_route_equals_spec(cp, ck, E, k, scoring, renormalize, order):
     rng = np.random.default_rng(E * 100 + k)
-    for kind in ("ties", "normal", "wide"):
-        x = logits(rng, 300, E, kind)
+    for kind, T in (("ties", 300), ("normal", 301), ("wide", 302)):     # T % 4 != 0: partial warps
+        x = logits(rng, T, E, kind)
         check_route(cp, ck, x, cp.asarray(x), k, scoring=scoring, renormalize=renormalize, order=order)
 
 
@@ -78,8 +81,9 @@ def test_route_gpt_oss_batch(cp, ck):
 def test_route_bad_input(cp, ck):
     x = cp.zeros((4, 8), cp.float32)
     x[1, 3] = cp.nan
-    with pytest.raises(ValueError, match="finite"):
-        ck.route(x, 2)
+    for naive in (False, True):
+        with pytest.raises(ValueError, match="finite"):
+            ck.route(x, 2, naive=naive)
     with pytest.raises(ValueError, match="top_k"):
         ck.route(cp.zeros((4, 8), cp.float32), 9)
     with pytest.raises(ValueError, match="num_experts"):
@@ -89,8 +93,9 @@ def test_route_bad_input(cp, ck):
     deep = np.full((2, 8), -800.0, np.float32)                # sigmoid scores underflow to exactly 0
     with pytest.raises(ValueError, match="underflow"):
         mxfp4ref.route(deep, 2, scoring="sigmoid")
-    with pytest.raises(ValueError, match="underflow"):
-        ck.route(cp.asarray(deep), 2, scoring="sigmoid")
+    for naive in (False, True):
+        with pytest.raises(ValueError, match="underflow"):
+            ck.route(cp.asarray(deep), 2, scoring="sigmoid", naive=naive)
     w, _ = ck.route(cp.asarray(deep), 2, scoring="sigmoid", renormalize=False)
     assert not cp.any(w)
 

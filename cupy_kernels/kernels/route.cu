@@ -15,8 +15,15 @@
 // to 0 sets bit 1 (the launcher raises ValueError for either, as the spec does).
 //
 // Layout: logits C-contiguous (T, E) float32 / float16 / bfloat16 (bits); outputs C-contiguous.
-// Kernel mx_route<IN, PL>: one warp per token, lane l holds logits l, l+32, ... (PL per lane,
-// E <= 32*PL), grid-stride over tokens; launch 256 threads (8 tokens per block in flight).
+// Kernel mx_route<IN, PL> (the reference; every scoring, top_k <= 32): one warp per token, lane l holds
+// logits l, l+32, ... (PL per lane, E <= 32*PL), grid-stride over tokens; launch 256 threads.
+// Kernel mx_route_fast<IN, K> (top_k <= K in {1, 2, 4, 8}; softmax with renormalize, topk_softmax,
+// sigmoid; not softmax without renormalization): 8 lanes per token, 4 tokens per warp. Lane q reads
+// logits q, q+8, ... (ascending id) and keeps its own top K (key, id) in a sorted register list (strict
+// insertion: an equal key keeps the earlier, lower id); 3 butterfly rounds merge the 8 lists (bitonic
+// top-K of two sorted lists under "larger key, then lower id"), so every lane of the group holds the
+// token's top K. Lane q < k then computes slot q's weight in float64, the sum over the k selected
+// strictly in ascending id order by shuffles, and the same rounding: the same bits as mx_route.
 #include "mx_common.cuh"
 
 #define MXK_SCORE_SOFTMAX 0
@@ -187,3 +194,160 @@ template __global__ void mx_route<2, 1>(const void*, int, int, int, int, int, in
 template __global__ void mx_route<2, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
 template __global__ void mx_route<2, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
 template __global__ void mx_route<2, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+
+// ==== fast path: 8 lanes per token ===================================================================
+#define MXK_RG 8                         // lanes per token
+
+// (ka, ia) is selected before (kb, ib): larger key, or the same key and the lower id.
+__device__ __forceinline__ bool mxk_route_before(unsigned int ka, int ia, unsigned int kb, int ib) {
+    return ka > kb || (ka == kb && ia < ib);
+}
+
+template <int IN, int K>
+__global__ void __launch_bounds__(256) mx_route_fast(const void* __restrict__ logits, int T, int E, int k,
+                                                     int scoring, int renormalize, int order_id,
+                                                     float* __restrict__ weights, int* __restrict__ ids,
+                                                     int* __restrict__ bad) {
+    const int lane = threadIdx.x & 31;
+    const int q = lane & (MXK_RG - 1);            // my lane in my token's group
+    const int gbase = lane - q;                   // the group's first lane
+    const int tpw = 32 / MXK_RG;                  // tokens per warp
+    const long long warp = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const long long nwarps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long tb = warp * tpw; tb < T; tb += nwarps * tpw) {     // warp-uniform loop
+        const long long t = tb + lane / MXK_RG;
+        const bool valid = t < T;
+        const long long row = t * E;
+        unsigned int kk[K];                       // my top K keys, descending; 0 = empty
+        int ii[K];                                // their expert ids
+#pragma unroll
+        for (int j = 0; j < K; j++) {
+            kk[j] = 0u;
+            ii[j] = 0x7FFFFFFF;
+        }
+        bool nonfinite = false;
+        const int nj = (valid && q < E) ? (E - q + MXK_RG - 1) / MXK_RG : 0;   // ids q, q+8, ... < E
+        for (int j0 = 0; j0 < nj; j0 += 8) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                x[u] = (j0 + u < nj) ? mxk_logit<IN>(logits, row + (long long)(j0 + u) * MXK_RG + q) : 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                if (j0 + u >= nj) break;
+                if ((__float_as_uint(x[u]) & 0x7F800000u) == 0x7F800000u) nonfinite = true;
+                const unsigned int key = mxk_order_key(x[u]);
+                const int id = (j0 + u) * MXK_RG + q;
+                bool gt[K];                       // ids arrive ascending: strictly greater goes first
+#pragma unroll
+                for (int j = 0; j < K; j++) gt[j] = key > kk[j];
+#pragma unroll
+                for (int j = K - 1; j >= 1; j--) {
+                    kk[j] = gt[j - 1] ? kk[j - 1] : (gt[j] ? key : kk[j]);
+                    ii[j] = gt[j - 1] ? ii[j - 1] : (gt[j] ? id : ii[j]);
+                }
+                if (gt[0]) {
+                    kk[0] = key;
+                    ii[0] = id;
+                }
+            }
+        }
+        if (__any_sync(0xFFFFFFFFu, nonfinite)) {
+            if (lane == 0) atomicOr(bad, 1);
+        }
+        // ---- merge the group's 8 sorted lists: partner's list reversed, element-wise better, then a
+        // bitonic clean-up to descending order (the top K of both lists; the same on both lanes)
+#pragma unroll
+        for (int o = 1; o < MXK_RG; o <<= 1) {
+            unsigned int pk[K];
+            int pi[K];
+#pragma unroll
+            for (int j = 0; j < K; j++) {
+                pk[j] = __shfl_xor_sync(0xFFFFFFFFu, kk[j], o);
+                pi[j] = __shfl_xor_sync(0xFFFFFFFFu, ii[j], o);
+            }
+#pragma unroll
+            for (int j = 0; j < K; j++) {
+                if (!mxk_route_before(kk[j], ii[j], pk[K - 1 - j], pi[K - 1 - j])) {
+                    kk[j] = pk[K - 1 - j];
+                    ii[j] = pi[K - 1 - j];
+                }
+            }
+#pragma unroll
+            for (int s = K / 2; s >= 1; s >>= 1) {
+#pragma unroll
+                for (int j = 0; j < K; j++) {
+                    if ((j & s) == 0 && mxk_route_before(kk[j + s], ii[j + s], kk[j], ii[j])) {
+                        const unsigned int tk = kk[j];
+                        const int ti = ii[j];
+                        kk[j] = kk[j + s];
+                        ii[j] = ii[j + s];
+                        kk[j + s] = tk;
+                        ii[j + s] = ti;
+                    }
+                }
+            }
+        }
+        // ---- lane q < k: slot q of the selection; rank of each selected id among the k (id order)
+        unsigned int my_key = kk[0];
+        int my_id = ii[0];
+        int rank[K];
+#pragma unroll
+        for (int j = 0; j < K; j++) {
+            if (j == q) {
+                my_key = kk[j];
+                my_id = ii[j];
+            }
+            rank[j] = 0;
+#pragma unroll
+            for (int i = 0; i < K; i++) rank[j] += (i < k && ii[i] < ii[j]);
+        }
+        const double v = (double)mxk_key_value(my_key);
+        double w;
+        double term;                              // what is summed over the k selected
+        if (scoring == MXK_SCORE_SIGMOID) {
+            term = 1.0 / (1.0 + exp(-v));
+        } else {
+            term = exp(v - (double)mxk_key_value(kk[0]));
+        }
+        if (scoring == MXK_SCORE_SIGMOID && !renormalize) {
+            w = term;
+        } else {
+            double acc = 0.0;                     // left to right in ascending id order
+#pragma unroll
+            for (int r = 0; r < K; r++) {
+                if (r < k) {
+                    int src = 0;
+#pragma unroll
+                    for (int j = 0; j < K; j++) src += (j < k && rank[j] == r) ? j : 0;
+                    acc = acc + mxk_shfl_f64(term, gbase + src);
+                }
+            }
+            if (scoring == MXK_SCORE_SIGMOID && acc == 0.0 && valid && q == 0) atomicOr(bad, 2);
+            w = term / acc;
+        }
+        if (valid && q < k) {
+            int slot = q;
+            if (order_id) {
+#pragma unroll
+                for (int j = 0; j < K; j++)
+                    if (j == q) slot = rank[j];
+            }
+            weights[t * k + slot] = mxk_to_f32(w);
+            ids[t * k + slot] = my_id;
+        }
+    }
+}
+
+template __global__ void mx_route_fast<0, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<0, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<0, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<0, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<1, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<1, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<1, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<1, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<2, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<2, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<2, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<2, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
