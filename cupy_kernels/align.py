@@ -26,7 +26,7 @@ def _warps(E: int) -> int:
 
 def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=None, *,
                      pad_sorted_ids: bool = False, check: bool = True, naive: bool = False,
-                     fused: bool = False):
+                     fused: bool = False, _counted=None):
     """(sorted_token_ids, expert_ids, num_tokens_post_padded) of the spec, computed on the GPU."""
     from mxfp4ref.moe.align import max_num_tokens_padded
     cp = cupy()
@@ -53,8 +53,9 @@ def align_block_size(topk_ids, block_size: int, num_experts: int, expert_map=Non
         expert_ids = cp.empty((-(-size // block_size),), cp.int32)
         post = cp.empty((1,), cp.int32)
         bad = cp.zeros((1,), cp.int32)
+        counts, counted = _counted if _counted is not None else (None, None)   # (from route_and_align)
         launch(ids, int(block_size), int(num_experts), emap, sorted_ids, expert_ids, post, bad, naive=naive,
-               fused=fused)
+               fused=fused, counts=counts, counted=counted)
         if check and int(bad.get()[0]):
             raise ValueError(f"topk_ids: expected global expert ids in [0, {num_experts}), got an id "
                              f"outside that range")
@@ -71,8 +72,8 @@ def _no_map(device_id: int):
     return _NO_MAP[device_id]
 
 
-IDS_PER_BLOCK = 4096            # two-kernel path: ids per block (module settings, for benchmarks)
-MAX_WARPS = 32                  # two-kernel path: warps per block at most
+IDS_PER_BLOCK = 1024            # two-kernel path: ids per block (module settings; the bench tries others:
+MAX_WARPS = 16                  # on an H100, 1024 x 16 beat 4096 x 32, 2048 x 16/32 and 1024 x 8/32)
 
 
 def segments(numel: int) -> tuple[int, int]:
@@ -100,10 +101,12 @@ def _barrier(device_id: int):
 
 
 def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids, post, bad,
-           naive: bool = False, counts=None, fused: bool = False) -> None:
+           naive: bool = False, counts=None, fused: bool = False, counted: int | None = None) -> None:
     """Enqueue the alignment kernels (no checks, no synchronization). naive: the one-block kernel.
     fused: one cooperative launch (count, grid barrier, scatter) instead of two kernels; it shares one
-    barrier per device, so never run two fused alignments concurrently on different streams."""
+    barrier per device, so never run two fused alignments concurrently on different streams.
+    counted: counts already holds the expert histogram of each `counted` consecutive ids per row
+    (routing.launch(..., counts=...) wrote it): only the scatter kernel runs."""
     E = num_experts
     idt = 0 if ids.dtype == np.int32 else 1
     map_ptr = emap if emap is not None else _no_map(ids.device.id)
@@ -115,18 +118,27 @@ def launch(ids, block_size: int, num_experts: int, emap, sorted_ids, expert_ids,
                             np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
                             sorted_ids, expert_ids, post, bad), shared_mem=(W * E + 2 * E) * 4)
         return
-    nblk, seg = segments(numel)
+    if counted is not None:
+        if fused or counts is None:
+            raise ValueError("counted: needs counts and excludes fused=True")
+        nrows = -(-numel // counted)
+        rpb = max(1, round(IDS_PER_BLOCK / counted))         # rows per scatter block
+        nblk, seg = -(-nrows // rpb), rpb * counted
+    else:
+        nblk, seg = segments(numel)
+        nrows, rpb = nblk, 1
     if counts is None:
         counts = workspace(numel, E)
     # as many warps per block as the scatter kernel's shared memory ((3 + warps) * E ints) allows
     threads = 32 * max(1, min(MAX_WARPS, (SMEM_BYTES // 4) // E - 3))
-    if not fused:
+    if not fused and counted is None:
         k1 = get_kernel(KERNEL_FILE, f"mx_align_count<{idt}>", NAMES)
         k1((nblk,), (threads,), (ids, np.int64(numel), np.int32(E), np.int64(seg), counts, bad),
            shared_mem=E * 4)
     k2 = get_kernel(KERNEL_FILE, f"mx_align_scatter<{idt}>", NAMES)
     nbits = max(1, (E - 1).bit_length())
-    args = (ids, np.int64(numel), np.int32(E), np.int32(block_size), np.int64(seg), np.int32(nblk), counts,
+    args = (ids, np.int64(numel), np.int32(E), np.int32(block_size), np.int64(seg), np.int32(nrows), np.int32(rpb),
+            counts,
             map_ptr, np.int32(emap is not None), np.int64(sorted_ids.size), np.int64(expert_ids.size),
             np.int32(nbits), sorted_ids, expert_ids, post,
             _barrier(ids.device.id) if fused else np.uintp(0), bad)

@@ -212,7 +212,7 @@ def bench_mxfp8(ctx: Ctx):
 def bench_routing(ctx: Ctx):
     """route (softmax, renormalize, top-4) + align_block_size for 16384 tokens x 128 experts: each a
     CUDA graph of 20 back-to-back copies (time / 20), alone and both together (the number the 20 us
-    target is about)."""
+    target is about), and route_and_align's pair (align's counts written by the routing kernel)."""
     from . import align as _align
     from . import routing as _routing
     cp = ctx.cp
@@ -269,17 +269,37 @@ def bench_routing(ctx: Ctx):
         saved = _align.IDS_PER_BLOCK, _align.MAX_WARPS
         variants = []
         try:
-            for ipb, mw in ((2048, 32), (1024, 32), (1024, 8), (512, 8), (512, 4)):
+            counts_r = cp.empty((-(-T // _routing.TOKENS_PER_ROW), E), cp.int32)
+
+            def route_cnt():
+                _routing.launch(logits, "float32", k, 0, True, False, weights, ids, bad, counts=counts_r)
+            for ipb, mw in ((4096, 32), (2048, 16), (1024, 16), (1024, 8)):
                 _align.IDS_PER_BLOCK, _align.MAX_WARPS = ipb, mw
                 cnt_v = _align.workspace(T * k, E)
 
                 def align_v(c=cnt_v):
                     _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, counts=c)
+
+                def align_c():
+                    _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, counts=counts_r,
+                                  counted=_routing.TOKENS_PER_ROW * k)
                 align_v()
+                route_cnt()
+                align_c()
                 stream.synchronize()
-                ga, gb2 = graph_of(align_v), graph_of(route, align_v)
+                ga, gb2, gc = graph_of(align_v), graph_of(route, align_v), graph_of(route_cnt, align_c)
                 variants.append((ipb, mw, ctx.timeit(lambda: ga.launch(stream=stream), inner=1) / reps,
-                                 ctx.timeit(lambda: gb2.launch(stream=stream), inner=1) / reps))
+                                 ctx.timeit(lambda: gb2.launch(stream=stream), inner=1) / reps,
+                                 ctx.timeit(lambda: gc.launch(stream=stream), inner=1) / reps))
+            _align.IDS_PER_BLOCK, _align.MAX_WARPS = saved
+
+            def align_c0():
+                _align.launch(ids, bs, E, emap, sorted_ids, expert_ids, post, bad, counts=counts_r,
+                              counted=_routing.TOKENS_PER_ROW * k)
+            g0 = graph_of(route_cnt, align_c0)
+            t["route_align"] = ctx.timeit(lambda: g0.launch(stream=stream), inner=1) / reps
+            gr = graph_of(route_cnt)
+            t["route_cnt"] = ctx.timeit(lambda: gr.launch(stream=stream), inner=1) / reps
         finally:
             _align.IDS_PER_BLOCK, _align.MAX_WARPS = saved
     rows_out.append({"kernel": "route softmax top-4 (fp32 logits)", "size": f"{T}x{E}", "time_us": t["route"],
@@ -288,7 +308,11 @@ def bench_routing(ctx: Ctx):
                      "time_us": t["route_naive"], "bytes": T * E * 4 + T * k * 8})
     rows_out.append({"kernel": "align_block_size bs=64 (2 kernels)", "size": f"{T}x{k}", "time_us": t["align"],
                      "bytes": T * k * 4 * 2 + size * 4})
-    for ipb, mw, ta, tb2 in variants:
+    rows_out.append({"kernel": "route softmax top-4 + align counts (1024 threads/block)", "size": f"{T}x{E}",
+                     "time_us": t["route_cnt"], "bytes": T * E * 4 + T * k * 8})
+    for ipb, mw, ta, tb2, tc in variants:
+        rows_out.append({"kernel": f"route+counts, align scatter ({ipb} ids x <={mw} warps/block)",
+                         "size": f"{T}x{E} top-{k}", "time_us": tc, "note": "2 kernels; target < 20 us"})
         rows_out.append({"kernel": f"align bs=64 (2 kernels, {ipb} ids x <={mw} warps/block)", "size": f"{T}x{k}",
                          "time_us": ta, "bytes": T * k * 4 * 2 + size * 4})
         rows_out.append({"kernel": f"route + align ({ipb} ids x <={mw} warps/block)", "size": f"{T}x{E} top-{k}",
@@ -297,6 +321,8 @@ def bench_routing(ctx: Ctx):
                      "time_us": t["align_naive"], "bytes": T * k * 4 * 2 + size * 4})
     rows_out.append({"kernel": "route + align (one CUDA graph)", "size": f"{T}x{E} top-{k}",
                      "time_us": t["both"], "note": "target < 20 us"})
+    rows_out.append({"kernel": "route_and_align (counts fused into route; one CUDA graph)",
+                     "size": f"{T}x{E} top-{k}", "time_us": t["route_align"], "note": "2 kernels; target < 20 us"})
     try:                                      # the one-kernel cooperative variant, if the graph takes it
 
         def align_fused():

@@ -5,6 +5,7 @@
 :func:`mxfp4ref.moe.routing.route` (selection on exact logits, ties to the lower id; weights in
 float64 in the spec's order of operations, rounded once; see kernels/route.cu for the one caveat,
 exp). router_logits: GPU float32 / float16 / bfloat16 (uint16 bits with dtype='bfloat16').
+``route_and_align`` adds align_block_size of the ids (align's count phase fused into routing).
 GPU limits: num_experts <= 256, top_k <= 32 (ValueError beyond). Kernels: 8 lanes per token for
 top_k <= 8 (not softmax without renormalization), else (or ``naive=True``) one warp per token. Non-finite logits: ValueError,
 as in the spec (the check costs one device-to-host read; ``check=False`` skips it).
@@ -26,6 +27,7 @@ _SCORING = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}
 MAX_EXPERTS = 32 * _PL[-1]
 MAX_TOP_K = 32
 THREADS = 256
+TOKENS_PER_ROW = 128            # fused align counts: tokens per counts row (a 1024-thread block's pass)
 
 
 def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str = "softmax",
@@ -33,6 +35,27 @@ def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str =
     """(topk_weights, topk_ids) of mxfp4ref.moe.routing.route, computed on the GPU.
     naive=True: always the one-warp-per-token reference kernel (else the 8-lanes-per-token kernel
     wherever it applies: top_k <= 8 and not softmax without renormalization)."""
+    return _route(router_logits, top_k, renormalize, scoring, order, dtype, check, naive, False)[:2]
+
+
+def route_and_align(router_logits, top_k: int, block_size: int, *, renormalize: bool = True,
+                    scoring: str = "softmax", order: str = "weight", expert_map=None,
+                    pad_sorted_ids: bool = False, dtype=None, check: bool = True):
+    """route, then align_block_size of its ids over num_experts = router_logits.shape[1]:
+    (topk_weights, topk_ids, sorted_token_ids, expert_ids, num_tokens_post_padded), each equal to the
+    spec's. Where the 8-lanes routing kernel applies, it also counts the ids per expert (align's
+    first kernel), so the pair is two kernels instead of three."""
+    from .align import align_block_size
+    w, i, counts, row_ids = _route(router_logits, top_k, renormalize, scoring, order, dtype, check, False, True)
+    aligned = align_block_size(i, block_size, int(router_logits.shape[1]), expert_map,
+                               pad_sorted_ids=pad_sorted_ids, check=check,
+                               _counted=None if counts is None else (counts, row_ids))
+    return (w, i) + tuple(aligned)
+
+
+def _route(router_logits, top_k, renormalize, scoring, order, dtype, check, naive, want_counts):
+    """route's checks and launch; want_counts: also the per-row expert counts where the fast kernel
+    applies -> (weights, ids, counts or None, ids per counts row)."""
     from mxfp4ref._checks import check_choice
     cp = cupy()
     x, in_dtype = float_input(router_logits, "router_logits", dtype)
@@ -58,31 +81,46 @@ def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str =
         weights = cp.empty((T, top_k), cp.float32)
         ids = cp.empty((T, top_k), cp.int32)
         bad = cp.zeros((1,), cp.int32)
+        counts = None
+        if want_counts and T > 0 and fast_applies(int(top_k), _SCORING[scoring], bool(renormalize)):
+            counts = cp.empty((-(-T // TOKENS_PER_ROW), E), cp.int32)
         launch(x, in_dtype, int(top_k), _SCORING[scoring], bool(renormalize), order == "id",
-               weights, ids, bad, naive=bool(naive))
+               weights, ids, bad, naive=bool(naive), counts=counts)
         flag = int(bad.get()[0]) if check else 0
         if flag & 1:
             raise ValueError("router_logits: expected finite values, got NaN or +-inf")
         if flag & 2:
             raise ValueError(f"router_logits: some token's {top_k} selected sigmoid scores all underflow to 0 "
                              f"(logits below about -745); renormalize=True cannot divide by 0")
-    return weights, ids
+    return weights, ids, counts, TOKENS_PER_ROW * int(top_k)
+
+
+def fast_applies(top_k: int, scoring: int, renormalize: bool) -> bool:
+    """Whether the 8-lanes-per-token kernel computes this routing."""
+    return top_k <= _K[-1] and (scoring != _SCORING["softmax"] or renormalize)
 
 
 def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_id: bool,
-           weights, ids, bad, naive: bool = False) -> None:
-    """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs)."""
+           weights, ids, bad, naive: bool = False, counts=None) -> None:
+    """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs).
+    counts: int32 (ceil(T / TOKENS_PER_ROW), E): also write each row of tokens' expert histogram (the
+    fast kernel only; align.launch(..., counted=TOKENS_PER_ROW * top_k) then skips its count kernel)."""
     T, E = x.shape
     if T == 0:
         return
-    if not naive and top_k <= _K[-1] and (scoring != _SCORING["softmax"] or renormalize):
+    if not naive and fast_applies(top_k, scoring, renormalize):
         kk = next(v for v in _K if v >= top_k)
         k = get_kernel(KERNEL_FILE, f"mx_route_fast<{_IN[in_dtype]}, {kk}>", NAMES)
-        tokens = THREADS // 32 * 4          # 8 lanes per token
-        k((grid_for(T, tokens, cap=1 << 16),), (THREADS,),
+        threads = THREADS if counts is None else 32 * TOKENS_PER_ROW // 4
+        tokens = threads // 32 * 4          # 8 lanes per token
+        k((grid_for(T, tokens, cap=1 << 16),), (threads,),
           (x, np.int32(T), np.int32(E), np.int32(top_k), np.int32(scoring), np.int32(renormalize),
-           np.int32(order_id), weights, ids, bad))
+           np.int32(order_id), weights, ids, bad, counts if counts is not None else np.uintp(0)),
+          shared_mem=0 if counts is None else E * 4)
         return
+    if counts is not None:
+        raise ValueError("counts: only the 8-lanes-per-token kernel writes them (top_k <= 8, not softmax "
+                         "without renormalization, naive=False)")
     pl = next(p for p in _PL if 32 * p >= E)
     k = get_kernel(KERNEL_FILE, f"mx_route<{_IN[in_dtype]}, {pl}>", NAMES)
     warps = THREADS // 32

@@ -140,3 +140,47 @@ def test_align_bad_ids(cp, ck):
             ck.align_block_size(cp.asarray(np.array([[0, 9]], np.int32)), 16, 8, naive=naive)
     with pytest.raises(TypeError, match="topk_ids"):
         ck.align_block_size(cp.zeros((2, 2), cp.float32), 16, 8)
+
+
+@pytest.mark.parametrize("T,E,k,bs,scoring,renormalize", [
+    (16384, 128, 4, 64, "softmax", True), (301, 13, 3, 16, "sigmoid", True), (1, 8, 2, 4, "topk_softmax", True),
+    (1000, 256, 8, 128, "sigmoid", False), (257, 32, 4, 16, "softmax", False), (129, 64, 16, 32, "softmax", True)])
+def test_route_and_align_equals_spec(cp, ck, T, E, k, bs, scoring, renormalize):
+    """route_and_align == spec route, then spec align_block_size (count fused into the routing kernel
+    where it applies; the last two rows take the unfused fallback: softmax without renormalization,
+    top_k > 8)."""
+    rng = np.random.default_rng(T + E + k)
+    for kind in ("ties", "normal"):
+        x = logits(rng, T, E, kind)
+        for emap, pad in ((None, False), (mxfp4ref.make_expert_map(E, 2, 1), True)):
+            w_want, i_want = mxfp4ref.route(x, k, scoring=scoring, renormalize=renormalize)
+            want = mxfp4ref.align_block_size(i_want, bs, E, emap, pad_sorted_ids=pad)
+            got = ck.route_and_align(cp.asarray(x), k, bs, scoring=scoring, renormalize=renormalize,
+                                     expert_map=None if emap is None else cp.asarray(emap), pad_sorted_ids=pad)
+            assert np.array_equal(got[0].get().view(np.uint32), w_want.view(np.uint32))
+            assert np.array_equal(got[1].get(), i_want)
+            for name, g, wv in zip(("sorted_token_ids", "expert_ids", "num_tokens_post_padded"), got[2:], want):
+                g = g.get()
+                assert g.shape == wv.shape, f"{name}: shape {g.shape} vs {wv.shape}"
+                bad = np.flatnonzero(g != wv)
+                assert bad.size == 0, f"{name}: {bad.size} entries differ, first at {bad[0]}: {g[bad[0]]} vs {wv[bad[0]]}"
+
+
+@pytest.mark.parametrize("ipb,warps", [(512, 4), (1024, 8), (1024, 16), (2048, 16), (2048, 32)])
+def test_align_block_shapes(cp, ck, monkeypatch, ipb, warps):
+    """The two-kernel align path (and route_and_align's fused counts) with other ids-per-block /
+    warps-per-block settings than the default, as the benchmark tries them."""
+    from cupy_kernels import align as _align
+    monkeypatch.setattr(_align, "IDS_PER_BLOCK", ipb)
+    monkeypatch.setattr(_align, "MAX_WARPS", warps)
+    rng = np.random.default_rng(ipb + warps)
+    for T, k, E, bs in ((16384, 4, 128, 64), (5000, 4, 128, 64), (777, 6, 1000, 16)):
+        ids = rng.integers(0, E, (T, k)).astype(np.int32)
+        check_align(cp, ck, ids, bs, E)
+    x = logits(rng, 16384, 128, "normal")
+    w_want, i_want = mxfp4ref.route(x, 4)
+    want = mxfp4ref.align_block_size(i_want, 64, 128)
+    got = ck.route_and_align(cp.asarray(x), 4, 64)
+    assert np.array_equal(got[1].get(), i_want)
+    for g, wv in zip(got[2:], want):
+        assert np.array_equal(g.get(), wv)

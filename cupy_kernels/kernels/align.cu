@@ -160,9 +160,10 @@ template __global__ void mx_align<1>(const void*, long long, int, int, const int
 // mx_align_count<IDT>:   block b counts the ids of its segment [b*seg, (b+1)*seg) into counts[b][e]
 //                        (shared-memory atomics; any order, it is a count).
 // (cooperative launch: mx_align_scatter does the counting itself, then a grid barrier, so one kernel)
-// mx_align_scatter<IDT>: every block reads the whole counts matrix (nblk x E ints, from L2) to get each
-//                        expert's total, its padded start off_e, and the ids of expert e in earlier
-//                        blocks; splits its segment over its W warps (per-warp counts by atomics, then a
+// mx_align_scatter<IDT>: every block reads the whole counts matrix (nrows x E ints, from L2; row r counts
+//                        ids [r*seg/rpb, (r+1)*seg/rpb), block b's segment is rows [b*rpb, (b+1)*rpb))
+//                        by column sums to get each expert's total, its padded start off_e, and the ids
+//                        of expert e in earlier blocks; splits its segment over its W warps (per-warp counts by atomics, then a
 //                        prefix over warps), and each warp walks its chunks in order: lanes with the same
 //                        expert are found with log2(E) ballots (no __match_any_sync, which is slow), a
 //                        lane's position is the group cursor plus its rank among lower lanes of the group.
@@ -241,7 +242,7 @@ __device__ __forceinline__ void mxk_grid_barrier(unsigned int* bar) {
 
 template <int IDT>
 __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict__ topk_ids, long long numel,
-                                                        int E, int bs, long long seg, int nblk,
+                                                        int E, int bs, long long seg, int nrows, int rpb,
                                                         int* __restrict__ counts,
                                                         const int* __restrict__ expert_map, int has_map,
                                                         long long S, long long nblocks, int nbits,
@@ -268,22 +269,30 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 
     for (int i = threadIdx.x; i < (2 + W) * E; i += blockDim.x) (i < 2 * E ? smem[i] : cur[i - 2 * E]) = 0;
     __syncthreads();
-    // the whole counts matrix, MXK_A_UNROLL independent loads at a time (L2 latency, not a chain)
-    for (int i0 = threadIdx.x; i0 < nblk * E; i0 += blockDim.x * MXK_A_UNROLL) {
-        int cv[MXK_A_UNROLL];
+    // the whole counts matrix (nrows rows, rpb of them per block): column sums, thread c sums column
+    // c % E over rows c / E, + G, + 2G, ... (G = groups of E threads), 4 independent loads at a time,
+    // then one shared atomic per (thread, column) for the total and for the rows before this block
+    {
+        const int G = blockDim.x >= E ? blockDim.x / E : 1;
+        const int row0 = (int)blockIdx.x * rpb;
+        for (int c = threadIdx.x; c < G * E; c += blockDim.x) {
+            const int e = c % E;
+            int all = 0, before = 0;
+            for (int r0 = c / E; r0 < nrows; r0 += 4 * G) {
+                int cv[4];
 #pragma unroll
-        for (int u = 0; u < MXK_A_UNROLL; u++) {
-            const int i = i0 + u * blockDim.x;
-            cv[u] = (i < nblk * E) ? ((volatile const int*)counts)[i] : 0;   // (fused: other blocks' writes)
-        }
+                for (int u = 0; u < 4; u++) {
+                    const int r = r0 + u * G;
+                    cv[u] = (r < nrows) ? ((volatile const int*)counts)[(long long)r * E + e] : 0;  // (fused: other blocks' writes)
+                }
 #pragma unroll
-        for (int u = 0; u < MXK_A_UNROLL; u++) {
-            const int i = i0 + u * blockDim.x;
-            if (cv[u]) {
-                const int e = i % E;
-                atomicAdd(&tot[e], cv[u]);
-                if (i / E < (int)blockIdx.x) atomicAdd(&pre[e], cv[u]);
+                for (int u = 0; u < 4; u++) {
+                    all += cv[u];
+                    if (r0 + u * G < row0) before += cv[u];
+                }
             }
+            if (all) atomicAdd(&tot[e], all);
+            if (before) atomicAdd(&pre[e], before);
         }
     }
     // this block's segment, split over its warps in contiguous multiples of 32
@@ -369,6 +378,7 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
         }
 #pragma unroll
         for (int u = 0; u < MXK_A_UNROLL; u++) {
+            if (base0 + 32 * u >= wend) break;              // warp-uniform: no empty chunks
             const long long f = base0 + 32 * u + lane;
             const int e = (ev[u] < E) ? ev[u] : -1;
             const unsigned int peers = mxk_ballot_match(e, nbits);
@@ -387,5 +397,5 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
 
 template __global__ void mx_align_count<0>(const void*, long long, int, long long, int*, int*);
 template __global__ void mx_align_count<1>(const void*, long long, int, long long, int*, int*);
-template __global__ void mx_align_scatter<0>(const void*, long long, int, int, long long, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);
-template __global__ void mx_align_scatter<1>(const void*, long long, int, int, long long, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);
+template __global__ void mx_align_scatter<0>(const void*, long long, int, int, long long, int, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);
+template __global__ void mx_align_scatter<1>(const void*, long long, int, int, long long, int, int, int*, const int*, int, long long, long long, int, int*, int*, int*, unsigned int*, int*);

@@ -24,6 +24,7 @@
 // top-K of two sorted lists under "larger key, then lower id"), so every lane of the group holds the
 // token's top K. Lane q < k then computes slot q's weight in float64, the sum over the k selected
 // strictly in ascending id order by shuffles, and the same rounding: the same bits as mx_route.
+// Optionally it also writes align's per-row expert histogram (align.cu's count phase, fused).
 #include "mx_common.cuh"
 
 #define MXK_SCORE_SOFTMAX 0
@@ -203,19 +204,26 @@ __device__ __forceinline__ bool mxk_route_before(unsigned int ka, int ia, unsign
     return ka > kb || (ka == kb && ia < ib);
 }
 
+// counts != nullptr (align's count phase fused in; E ints of dynamic shared memory): row r of the
+// int32 counts matrix (rows x E) = how many of tokens [r*RT, (r+1)*RT) chose each expert, RT = the
+// block's tokens per pass (blockDim.x / 8); block b writes rows b, b + gridDim.x, ...
 template <int IN, int K>
-__global__ void __launch_bounds__(256) mx_route_fast(const void* __restrict__ logits, int T, int E, int k,
-                                                     int scoring, int renormalize, int order_id,
-                                                     float* __restrict__ weights, int* __restrict__ ids,
-                                                     int* __restrict__ bad) {
+__global__ void __launch_bounds__(1024) mx_route_fast(const void* __restrict__ logits, int T, int E, int k,
+                                                      int scoring, int renormalize, int order_id,
+                                                      float* __restrict__ weights, int* __restrict__ ids,
+                                                      int* __restrict__ bad, int* __restrict__ counts) {
+    extern __shared__ int hist[];
     const int lane = threadIdx.x & 31;
     const int q = lane & (MXK_RG - 1);            // my lane in my token's group
     const int gbase = lane - q;                   // the group's first lane
     const int tpw = 32 / MXK_RG;                  // tokens per warp
-    const long long warp = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const long long nwarps = (long long)gridDim.x * (blockDim.x >> 5);
-    for (long long tb = warp * tpw; tb < T; tb += nwarps * tpw) {     // warp-uniform loop
-        const long long t = tb + lane / MXK_RG;
+    const int rt = (blockDim.x >> 5) * tpw;       // tokens per block pass (one counts row)
+    for (long long rb = (long long)blockIdx.x * rt; rb < T; rb += (long long)gridDim.x * rt) {  // block-uniform
+        if (counts != nullptr) {
+            for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+            __syncthreads();
+        }
+        const long long t = rb + (threadIdx.x >> 5) * tpw + lane / MXK_RG;
         const bool valid = t < T;
         const long long row = t * E;
         unsigned int kk[K];                       // my top K keys, descending; 0 = empty
@@ -335,19 +343,26 @@ __global__ void __launch_bounds__(256) mx_route_fast(const void* __restrict__ lo
             }
             weights[t * k + slot] = mxk_to_f32(w);
             ids[t * k + slot] = my_id;
+            if (counts != nullptr) atomicAdd(&hist[my_id], 1);
+        }
+        if (counts != nullptr) {
+            __syncthreads();
+            const long long crow = rb / rt;
+            for (int e = threadIdx.x; e < E; e += blockDim.x) counts[crow * E + e] = hist[e];
+            __syncthreads();
         }
     }
 }
 
-template __global__ void mx_route_fast<0, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<0, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<0, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<0, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<1, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<1, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<1, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<1, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<2, 1>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<2, 2>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<2, 4>(const void*, int, int, int, int, int, int, float*, int*, int*);
-template __global__ void mx_route_fast<2, 8>(const void*, int, int, int, int, int, int, float*, int*, int*);
+template __global__ void mx_route_fast<0, 1>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<0, 2>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<0, 4>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<0, 8>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<1, 1>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<1, 2>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<1, 4>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<1, 8>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<2, 1>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<2, 2>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<2, 4>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
+template __global__ void mx_route_fast<2, 8>(const void*, int, int, int, int, int, int, float*, int*, int*, int*);
