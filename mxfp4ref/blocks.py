@@ -68,7 +68,7 @@ def quantize_blocks(x: np.ndarray, cfg: QuantConfig) -> tuple[np.ndarray, np.nda
 def decode_elements(codes: np.ndarray, elem: ElemFormat) -> np.ndarray:
     """uint8 codes -> float64 element values (exact)."""
     if elem is ElemFormat.E2M1:
-        return E2M1_VALUES[codes].astype(np.float64)
+        return E2M1_VALUES.astype(np.float64)[codes]          # 16-entry table, looked up in float64
     return decode_fp8(codes, elem.value)
 
 
@@ -78,9 +78,10 @@ def dequantize_blocks_f64(codes: np.ndarray, scale_bytes: np.ndarray,
     rows, K = codes.shape
     bs = cfg.block_size
     v = decode_elements(codes, cfg.elem).reshape(rows, K // bs, bs)
-    b = scale_bytes.astype(np.int64)[:, :, None]
-    out = np.ldexp(v, b - 127)                               # exact in float64
-    out = np.where(b == 0xFF, np.nan, out)
+    b = scale_bytes.astype(np.int64)                          # (rows, K // bs)
+    scale = np.ldexp(1.0, b - 127)                            # 2^(b-127), exact in float64
+    scale[b == 0xFF] = np.nan                                 # 0xFF: the whole block is NaN
+    out = v * scale[:, :, None]                               # exact: times a power of two
     return out.reshape(rows, K)
 
 

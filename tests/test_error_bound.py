@@ -211,7 +211,7 @@ def test_bound_covers_and_is_near_aligned_intermediate_rounding(case):
     """A kernel whose bf16 intermediate errors all push output column c the same way (each error
     exactly u_io * |a_j|, the largest a faithful rounding could make) stays inside the bound, and
     that single effect already uses a sizeable part of it: the bound is not loose by orders of magnitude."""
-    from mxfp4ref.moe.forward import dequantize64
+    from mxfp4ref import dequantize
     w, x, tw, ti, bound, exact = case
     _, it = fused_moe(x, w, tw, ti, return_intermediates=True)
     u = 2.0 ** -8
@@ -219,7 +219,7 @@ def test_bound_covers_and_is_near_aligned_intermediate_rounding(case):
     for t in range(ti.shape[0]):
         for s in range(ti.shape[1]):
             e = int(ti[t, s])
-            W2 = dequantize64(w.w2_weight[e], w.w2_weight_scale[e])            # (H, I)
+            W2 = dequantize(w.w2_weight[e], w.w2_weight_scale[e], dtype=np.float64)  # (H, I)
             shift[t] += tw[t, s] * (u * np.abs(it.activation[t, s])) @ np.abs(W2).T
     adversarial = exact + shift
     assert (shift <= bound).all()

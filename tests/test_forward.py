@@ -166,8 +166,8 @@ def test_bad_input():
         fused_moe(bad, w, tw, ti)
 
 
-def test_fast_float64_decode_equals_the_weights_decoding():
-    from mxfp4ref.moe.forward import dequantize64
+def test_float64_decode_used_by_the_forward_equals_the_weights_decoding():
+    from mxfp4ref import dequantize
     rng = np.random.default_rng(4)
     packed = rng.integers(0, 256, size=(64, 48), dtype=np.uint8)
     scales = rng.integers(0, 253, size=(64, 3), dtype=np.uint8)     # 253, 254 can overflow float32
@@ -175,7 +175,7 @@ def test_fast_float64_decode_equals_the_weights_decoding():
     w = MoEWeights(packed[None, :, :], scales[None], np.zeros((1, 96, 16), np.uint8),
                    np.zeros((1, 96, 1), np.uint8))
     ref = w.w13_dequantized(0).astype(np.float64)
-    got = dequantize64(packed, scales)
+    got = dequantize(packed, scales, dtype=np.float64)
     assert got.dtype == np.float64 and got.shape == (64, 96)
     same = (got == ref) | (np.isnan(got) & np.isnan(ref))
     assert same.all() and np.isnan(got[1, 32:64]).all()

@@ -16,7 +16,8 @@ import numpy as np
 
 from .._checks import check_choice
 from .activations import SWIGLU_ALPHA, SWIGLU_LIMIT, Activation, apply_activation
-from .forward import BF16, _bias, _check_inputs, dequantize64, local_expert_ids
+from ..quantize import dequantize
+from .forward import BF16, _bias, _check_inputs, local_expert_ids
 from .weights import MoEWeights, split_gate_up
 
 # Lipschitz constants (max |derivative|) of the gate nonlinearities, rounded UP; the tests check them.
@@ -102,7 +103,7 @@ def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, 
     g = gammas.astype(np.float64)[:, None]                                  # (n, 1) exact gamma
     mu = (1.0 + model.u_gamma) * (1.0 + model.u_acc) - 1.0                  # fl32(v * bf16(gamma))
     # Stage 1: h = W13 x + b13;  D1 = sum|x^-x||W| + gamma_H (sum|x^||W| + |b|)
-    w13 = dequantize64(weights.w13_weight[e], weights.w13_weight_scale[e])  # (2I, H)
+    w13 = dequantize(weights.w13_weight[e], weights.w13_weight_scale[e], dtype=np.float64)  # (2I, H)
     b13 = _bias(weights.w13_bias, e, I2).astype(np.float64)
     h = x_rows @ w13.T + b13                                                # (n, 2I) exact
     aw13 = np.abs(w13)
@@ -122,7 +123,7 @@ def _expert_bound(x_rows, x_hat, gammas, weights: MoEWeights, e, *, activation, 
         E_z, A = E_y, F
     D2 = E_z + model.u_io * (A + E_z) + TINY                                # bf16 intermediate
     # Stage 3: y = W2 a + b2;  D3 = sum D2|W2| + gamma_I (sum (|a|+D2)|W2| + |b2|)
-    w2 = dequantize64(weights.w2_weight[e], weights.w2_weight_scale[e])    # (H, I)
+    w2 = dequantize(weights.w2_weight[e], weights.w2_weight_scale[e], dtype=np.float64)    # (H, I)
     b2 = _bias(weights.w2_bias, e, H).astype(np.float64)
     s = a @ w2.T + b2                                                       # (n, H) exact
     aw2 = np.abs(w2)

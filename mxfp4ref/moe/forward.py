@@ -24,7 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from .._checks import check_choice
-from ..e2m1 import E2M1_VALUES
+from ..quantize import dequantize
 from .activations import SWIGLU_ALPHA, SWIGLU_LIMIT, Activation, apply_activation
 from .routing import check_topk_ids
 from .weights import MoEWeights
@@ -116,25 +116,6 @@ def _check_inputs(x, weights, topk_weights, topk_ids):
                          f"got {topk_weights.shape} and {got}")
 
 
-# byte b -> (value of element 2i = low nibble, value of element 2i+1 = high nibble), spec/02
-_BYTE_PAIRS = np.stack([E2M1_VALUES[np.arange(256) & 0xF], E2M1_VALUES[np.arange(256) >> 4]],
-                       axis=1).astype(np.float64)                          # (256, 2)
-
-
-def dequantize64(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """One weight matrix, exactly, in float64: (R, K/2) packed + (R, K/32) scale bytes -> (R, K).
-
-    The same decoding as MoEWeights.w13_dequantized / w2_dequantized (spec/10), by a byte-pair
-    table so a 128-expert layer decodes quickly; equal to them bit for bit (tested) except where the
-    value reaches 2**128 (scale byte 253 with |E2M1| >= 4, 254 with >= 2): inf in float32, finite here."""
-    R, nblocks = scales.shape
-    values = np.take(_BYTE_PAIRS, packed, axis=0).reshape(R, nblocks, 32)  # (R, K/32, 32) E2M1 values
-    scale = np.ldexp(1.0, scales.astype(np.int32) - 127)                    # (R, K/32) exact
-    scale[scales == 0xFF] = np.nan                                          # OCP: 0xFF is NaN
-    values *= scale[:, :, None]                                             # exact: power-of-two scale
-    return values.reshape(R, 2 * packed.shape[1])
-
-
 def _bias(b, e, n) -> np.ndarray:
     return np.zeros(n, np.float32) if b is None else b[e]
 
@@ -151,7 +132,7 @@ def expert_forward(x_rows: np.ndarray, gammas: np.ndarray, weights: MoEWeights, 
     a carries gamma when on_input, y carries gamma otherwise (so sum of y over slots is the output)."""
     layout = weights.gate_up.value
     I2, H = 2 * weights.intermediate_size, weights.hidden_size
-    w13 = dequantize64(weights.w13_weight[e], weights.w13_weight_scale[e])  # (2I, H) exact
+    w13 = dequantize(weights.w13_weight[e], weights.w13_weight_scale[e], dtype=np.float64)  # (2I, H) exact
     b13 = _bias(weights.w13_bias, e, I2).astype(np.float64)                 # (2I,)
     if pipeline is Pipeline.EXACT:
         g = gammas.astype(np.float64)[:, None]                             # (n, 1)
@@ -160,7 +141,7 @@ def expert_forward(x_rows: np.ndarray, gammas: np.ndarray, weights: MoEWeights, 
         a = apply_activation(h, activation, layout, alpha=alpha, limit=limit)   # (n, I)
         if on_input:
             a = a * g
-        w2 = dequantize64(weights.w2_weight[e], weights.w2_weight_scale[e])  # (H, I)
+        w2 = dequantize(weights.w2_weight[e], weights.w2_weight_scale[e], dtype=np.float64)  # (H, I)
         y = a @ w2.T + _bias(weights.w2_bias, e, H).astype(np.float64)      # (n, H)
         return h, a, (y if on_input else y * g)
     # --- bf16 pipeline: values float32, rounded where the Triton backend rounds ---
@@ -173,7 +154,7 @@ def expert_forward(x_rows: np.ndarray, gammas: np.ndarray, weights: MoEWeights, 
     if on_input:
         a = a * g
     a = _round_bf16(a)                                                      # bf16 intermediate
-    w2 = dequantize64(weights.w2_weight[e], weights.w2_weight_scale[e])
+    w2 = dequantize(weights.w2_weight[e], weights.w2_weight_scale[e], dtype=np.float64)
     y = (a.astype(np.float64) @ w2.T).astype(np.float32) + _bias(weights.w2_bias, e, H)
     if not on_input:
         y = y * g
