@@ -31,12 +31,6 @@ def check_axis(axis: int, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
-def check_shape(a: np.ndarray, name: str, expected: tuple) -> None:
-    """ValueError unless ``a.shape == expected``."""
-    if tuple(a.shape) != tuple(expected):
-        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(a.shape)}")
-
-
 def check_choice(value, name: str, choices) -> None:
     """ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:

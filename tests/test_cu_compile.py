@@ -2,8 +2,6 @@
 
 What is compiled is exactly what NVRTC gets from cupy_kernels._loader (headers pasted in, the
 loader's -D options), here with nvcc ``-cubin -Werror all-warnings`` so ptxas errors count too.
-A file may declare a higher minimum architecture with a line ``// mxk-min-arch: 90``; it is then
-compiled for sm_90 only, and the test checks that the marker is there for a reason (sm_80 fails).
 
 nvcc is required: without it this test FAILS with a message (CI has nvcc at /usr/local/bin/nvcc).
 """
@@ -20,11 +18,7 @@ import pytest
 from cupy_kernels._loader import COMPILE_OPTIONS, KERNEL_DIR, kernel_source
 
 ARCHS = ("80", "90")
-# Files known to fail on sm_80 whose owner has not yet guarded them or added the marker (file -> reason):
-# reported as xfail, not hidden. Empty now; keep the mechanism for a file in progress.
-PENDING_SM80: dict = {}
 CU_FILES = sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
-_MIN_ARCH = re.compile(r"^//\s*mxk-min-arch:\s*(\d+)\s*$", re.M)
 
 
 def find_nvcc() -> str | None:
@@ -33,11 +27,6 @@ def find_nvcc() -> str | None:
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     return None
-
-
-def min_arch(name: str) -> int:
-    m = _MIN_ARCH.search((KERNEL_DIR / name).read_text())
-    return int(m.group(1)) if m else 0
 
 
 def compile_cu(nvcc: str, name: str, arch: str, tmp_path) -> subprocess.CompletedProcess:
@@ -71,13 +60,7 @@ def test_kernel_files_exist():
 @pytest.mark.parametrize("name", CU_FILES)
 def test_compiles_without_warnings(compiled, name, arch):
     res = compiled[(name, arch)]
-    if int(arch) < min_arch(name):
-        assert res.returncode != 0, (f"{name} declares mxk-min-arch {min_arch(name)} but compiles "
-                                     f"for sm_{arch}: drop the marker")
-        return
     out = (res.stdout + res.stderr).strip()
-    if res.returncode != 0 and arch == "80" and name in PENDING_SM80:
-        pytest.xfail(f"{name} sm_80: {PENDING_SM80[name]}")
     assert res.returncode == 0, f"{name} sm_{arch} failed:\n{out[-4000:]}"
     assert "warning" not in out.lower(), f"{name} sm_{arch} warned:\n{out[-4000:]}"
 
