@@ -1,6 +1,4 @@
 """fused_moe: exact pipeline vs an independent dense einsum, EP maps, router weight on input, bf16 rounding points."""
-import math
-
 import ml_dtypes
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """mxfp4ref golden: bundle contents, determinism (same flags, same bytes; across processes), options."""
 import hashlib
-import json
 import subprocess
 import sys
 import time

@@ -18,7 +18,7 @@ from mxfp4ref.moe.error_bound import check_within_bound, error_bound
 from mxfp4ref.moe.padding import pad_hidden_states, pad_weights
 from mxfp4ref.moe.random_weights import random_moe_weights
 from mxfp4ref.moe.routing import make_expert_map, route
-from mxfp4ref.moe.weights import MoEWeights, dequantize_rows
+from mxfp4ref.moe.weights import MoEWeights
 
 BF16 = ml_dtypes.bfloat16
 E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)

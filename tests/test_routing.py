@@ -1,5 +1,4 @@
 """Routing: selection vs a brute-force sort on tie-heavy inputs, weight arithmetic, orders, bad input."""
-import itertools
 import math
 
 import ml_dtypes

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ..moe.random_weights import assemble, random_biases, random_expert, random_moe_weights
+from ..moe.weights import MoEWeights
 from .parallel import can_fork
 
 
