@@ -29,6 +29,11 @@ COMPILE_OPTIONS = ("-DMXK_NVRTC=1",)
 # (checked with NVRTC 12.9 and 13.0: tools/nvrtc_compile.py).
 NVRTC_ONLY_OPTIONS = ("-default-device",)
 
+# Files with Hopper-only code paths (wgmma, guarded by __CUDA_ARCH_FEAT_SM90_ALL): on a compute capability
+# 9.0 device they are compiled for sm_90a (NVRTC keeps the arch-specific target when CuPy then appends its
+# own -arch=sm_90: checked with NVRTC 12.9); on any other device the guarded code compiles to stubs.
+SM90A_FILES = frozenset({"moe_fused.cu"})
+
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 _PRAGMA_ONCE = re.compile(r'^\s*#\s*pragma\s+once\s*$', re.M)   # pasted headers are included once anyway
 
@@ -67,8 +72,10 @@ def kernel_source(filename: str) -> str:
 @functools.lru_cache(maxsize=None)
 def _load(filename: str, name_expressions: tuple, device_id: int):
     cp = cupy()
-    with cp.cuda.Device(device_id):
-        mod = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS + NVRTC_ONLY_OPTIONS,
+    dev = cp.cuda.Device(device_id)
+    with dev:
+        arch = ("-arch=sm_90a",) if filename in SM90A_FILES and str(dev.compute_capability) == "90" else ()
+        mod = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS + NVRTC_ONLY_OPTIONS + arch,
                            name_expressions=name_expressions or None)
         mod.compile()
     return mod

@@ -159,8 +159,8 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
             nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
             flops = 2.0 * T * k * (2 * I * H + H * I)
             roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
-            from .moe import choose_config
-            row = dict(model=name, tokens=T, config=config or choose_config(T * k, E), ours_us=us, triton_us=tk_us,
+            from .moe import _default_config
+            row = dict(model=name, tokens=T, config=config or _default_config(T * k, E), ours_us=us, triton_us=tk_us,
                        touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
                        gbps=nbytes / us / 1e3, device=dev)
             rows.append(row)
@@ -186,7 +186,7 @@ def main(argv=None):
     ap.add_argument("--tokens", default=",".join(map(str, TOKENS)))
     ap.add_argument("--peers", default=".peers", help="folder with bench_triton_kernels.py and tk/ ('' = skip)")
     ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--config", default=None, help="force a kernel configuration (decode, mid, large)")
+    ap.add_argument("--config", default=None, help="force a kernel configuration (a key of cupy_kernels.moe.CONFIGS)")
     ap.add_argument("--sweep", default=None, help="comma list of configurations to time each (ours only)")
     ap.add_argument("--breakdown", action="store_true", help="also time each kernel of the forward")
     ap.add_argument("--json", default=None)

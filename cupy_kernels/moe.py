@@ -46,6 +46,14 @@ def _stream_smem(kp):
     return 8 * (kp + 32) * 2
 
 
+def _hopper_smem(warpgroups, tokens, stages):
+    """HopperShape<NWG, BN, ST>::SMEM of moe_fused.cu: stages of {x slabs, weight rows, scales} rounded
+    to 1 KB, the tile's row offsets and 1 KB of alignment slack."""
+    rows = 64 * warpgroups
+    stage = -(-(tokens * 256 + rows * 64 + rows * 4) // 1024) * 1024
+    return stages * stage + tokens * 8 + 1024
+
+
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
 # the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / streamw / tiled32 / tiled256; the
 # others are kept as measured alternatives (BENCHMARKS.md) and are tested like the rest.
@@ -61,7 +69,12 @@ CONFIGS = {
     "tiled256": (256, 128, 256, _tiled_smem(256, 128, 3)),
     "tiled64": (128, 64, 256, _tiled_smem(128, 64, 4)),
     "tiled32": (128, 32, 256, _tiled_smem(128, 32, 4)),
+    # Hopper only (sm_90a): wgmma with the dequantized weights as the register operand and the tile's
+    # activations (k permuted per 32-block, see moe_fused.cu) in 128-byte-swizzled shared memory
+    "hopper": (256, 128, 512, _hopper_smem(4, 128, 4)),
+    "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
 }
+HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
 
 
 def _require_cupy():
@@ -282,17 +295,45 @@ def _as_device(a, name, dtype):
     raise TypeError(f"{name}: expected a cupy or numpy array, got {type(a).__name__}")
 
 
-def choose_config(n_slots: int, num_experts: int) -> str:
+_HOPPER_OK = {}
+
+
+def hopper_available() -> bool:
+    """Whether the current device runs the wgmma kernels: compute capability 9.0 and the module really
+    built for sm_90a (asked once per device from the module itself; one host synchronisation)."""
+    _require_cupy()
+    dev = cp.cuda.Device()
+    ok = _HOPPER_OK.get(dev.id)
+    if ok is None:
+        ok = False
+        if str(dev.compute_capability) == "90":
+            flag = cp.zeros(1, cp.int32)
+            _kernel("moe_hopper_built")((1,), (1,), (flag,))
+            ok = bool(int(flag.get()[0]))
+        _HOPPER_OK[dev.id] = ok
+    return ok
+
+
+def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
     """Kernel configuration from the slot count and the expected tokens per touched expert (host-side
-    arithmetic only). Thresholds from the sweeps in BENCHMARKS.md (H200, gpt-oss-120b and -20b)."""
+    arithmetic only). Thresholds from the sweeps in BENCHMARKS.md (H200, gpt-oss-120b and -20b).
+    ``hopper``: the device runs the wgmma kernels (hopper_available())."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:
         return "decode"          # 1-2 tokens: split-K over 8 warps
     if per_expert <= 12:
         return "streamw"         # weights streamed once per 8-token tile
+    if hopper and per_expert > 96:
+        return "hopper"
+    if hopper and per_expert > 40:
+        return "hopper64"
     if per_expert <= 40:
         return "tiled32"
     return "tiled256"
+
+
+def _default_config(n_slots: int, num_experts: int) -> str:
+    return choose_config(n_slots, num_experts, hopper_available())
 
 
 class Workspace:
@@ -309,6 +350,7 @@ class Workspace:
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
         self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
         self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
+        self.xp = None                      # Hopper configs: x with k permuted per 32-block, (T, Hp)
         self.route_w = self.route_ids = self.route_bad = None      # moe_forward's routing outputs
 
 
@@ -359,9 +401,12 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     if emap is not None and int(emap.shape[0]) != G:
         raise ValueError(f"expert_map: expected shape ({G},) (global_num_experts), got {tuple(emap.shape)}")
     n = T * k
-    cfg = config or choose_config(n, dw.num_experts)
+    cfg = config or _default_config(n, dw.num_experts)
     if cfg not in CONFIGS:
         raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
+    if cfg in HOPPER_CONFIGS and impl == "fast" and not hopper_available():
+        raise ValueError(f"config {cfg!r} needs an sm_90 GPU (wgmma); this device has compute capability "
+                         f"{cp.cuda.Device().compute_capability}")
     block_rows, bt, threads, smem = CONFIGS[cfg]
     ws = workspace
     if ws is None or ws.key != (id(dw), T, k, bt):
@@ -398,8 +443,14 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     else:
         rows13 = 2 * _round_up(I, 8)
         sm1, sm2 = (smem(Hp), smem(Ip)) if callable(smem) else (smem, smem)
+        x1, ldx1 = xd, H
+        if cfg in HOPPER_CONFIGS:           # wgmma reads k in the permuted order (moe_fused.cu)
+            if ws.xp is None:
+                ws.xp = cp.empty((T, Hp), cp.uint16)
+            add("moe_permute_x", ((T * (Hp // 32) + 255) // 256,), (256,), (xd, i32(T), i32(H), i32(Hp), ws.xp))
+            x1, ldx1 = ws.xp, Hp
         add(f"moe_gemm1_{cfg}", ((rows13 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
-            (dw.w13, dw.s13, dw.b13, xd, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter, i32(H), i32(Ip),
+            (dw.w13, dw.s13, dw.b13, x1, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter, i32(ldx1), i32(Ip),
              i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in), sm1)
         rows2 = _round_up(H, 16)
         add(f"moe_gemm2_{cfg}", ((rows2 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
@@ -433,7 +484,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     T = logits.shape[0]
     if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(dw.num_experts, 32):
         raise ValueError(f"top_k: expected an int in [1, {min(dw.num_experts, 32)}], got {top_k!r}")
-    cfg = config or choose_config(T * top_k, dw.num_experts)
+    cfg = config or _default_config(T * top_k, dw.num_experts)
     ws = workspace
     if ws is None or ws.key != (id(dw), T, top_k, CONFIGS[cfg][1]):
         ws = Workspace(dw, T, top_k, CONFIGS[cfg][1])
@@ -475,7 +526,7 @@ class MoEGraph:
         self.topk_ids = cp.zeros((T, top_k), cp.int32)
         self.router_logits = cp.zeros((T, weights.num_experts), cp.float32) if routing else None
         n = T * top_k
-        cfg = config or choose_config(n, weights.num_experts)
+        cfg = config or _default_config(n, weights.num_experts)
         self.workspace = Workspace(weights, T, top_k, CONFIGS[cfg][1])
         self.stream = cp.cuda.Stream(non_blocking=True)
         call = self._call_routing if routing else self._call

@@ -297,7 +297,7 @@ def test_gpt_oss_120b_shapes_within_bound(T):
 _LAYERS = {}
 
 
-def _gpt_oss_case(name, E, T, *, seed, gate_up="interleaved", n_ref=3):
+def _gpt_oss_case(name, E, T, *, seed, gate_up="interleaved", n_ref=3, config=None):
     H = I = 2880
     k = 4
     key = (name, gate_up)
@@ -309,7 +309,7 @@ def _gpt_oss_case(name, E, T, *, seed, gate_up="interleaved", n_ref=3):
     rng = np.random.default_rng(seed)
     x = random_x(rng, T, H)
     tw, ids = random_routing(rng, T, E, k)
-    out = _cp().asnumpy(fm.fused_moe(x, dw, tw, ids)).view(BF16)
+    out = _cp().asnumpy(fm.fused_moe(x, dw, tw, ids, config=config)).view(BF16)
     assert np.isfinite(out.astype(np.float32)).all()
     rows = np.sort(rng.choice(T, size=min(T, n_ref), replace=False))    # reference on a token subset
     touched = np.unique(ids[rows])
@@ -339,3 +339,78 @@ def test_moe_forward_routes_on_gpu_and_replays_in_a_graph():
     g.x[...] = cp.asarray(x.view(np.uint16))
     g.router_logits[...] = cp.asarray(logits)
     np.testing.assert_array_equal(cp.asnumpy(g.replay()), out)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU: the Hopper (wgmma) path
+# --------------------------------------------------------------------------------------------------
+def kperm_np(k):
+    """Column of logical k in the Hopper path's activation layout (moe_fused.cu kperm): inside each
+    32-block, k = 8t + 4s + 2h + e sits at 16s + 2t + 8h + e."""
+    k = np.asarray(k)
+    j = k & 31
+    t, s, h, e = j >> 3, (j >> 2) & 1, (j >> 1) & 1, j & 1
+    return (k & ~31) | (16 * s + 2 * t + 8 * h + e)
+
+
+def test_kperm_is_a_permutation_of_each_block():
+    cols = kperm_np(np.arange(96))
+    for b in range(3):
+        assert sorted(cols[32 * b:32 * b + 32]) == list(range(32 * b, 32 * b + 32))
+    assert list(cols[:8]) == [0, 1, 8, 9, 16, 17, 24, 25]               # thread t = 0's eight k
+
+
+def _hopper():
+    cp = _cp()
+    if not fm.hopper_available():
+        if str(cp.cuda.Device().compute_capability) == "90":
+            pytest.fail("compute capability 9.0 but moe_fused.cu was not built for sm_90a")
+        pytest.skip("the wgmma path needs an sm_90 GPU")
+    return cp
+
+
+@pytest.mark.gpu
+def test_permute_x_matches_numpy():
+    cp = _hopper()
+    T, H, Hp = 5, 96, 128
+    x = np.random.default_rng(3).integers(0, 1 << 16, size=(T, H), dtype=np.uint16)
+    xp = cp.full((T, Hp), 0xFFFF, cp.uint16)                              # poisoned: every column written
+    fm._kernel("moe_permute_x")((1,), (256,), (cp.asarray(x), np.int32(T), np.int32(H), np.int32(Hp), xp))
+    want = np.zeros((T, Hp), np.uint16)
+    want[:, kperm_np(np.arange(H))] = x
+    np.testing.assert_array_equal(cp.asnumpy(xp), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", sorted(fm.HOPPER_CONFIGS))
+@pytest.mark.parametrize("name,E,T", [("gpt-oss-20b", 32, 1024), ("gpt-oss-120b", 128, 4096)])
+def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
+    _hopper()
+    _gpt_oss_case(name, E, T, seed=300 + T, config=config, n_ref=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", sorted(fm.HOPPER_CONFIGS))
+def test_hopper_padded_and_adversarial(config):
+    """Padded weights (vLLM's 256), all tokens on one expert (several full tiles + a partial one), and
+    an expert-parallel map with dropped slots, on the wgmma path."""
+    _hopper()
+    E, H, I, k, T = 4, 96, 160, 2, 333
+    w = random_moe_weights(E, H, I, seed=41)
+    wp = pad_weights(w, 256, 256)
+    rng = np.random.default_rng(42)
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    ids[:, 0] = 1                                                        # expert 1 gets every token
+    ids[:, 1] = np.where(ids[:, 1] == 1, 2, ids[:, 1])
+    out = _cp().asnumpy(fm.fused_moe(pad_hidden_states(x, 256), fm.to_device(wp), tw, ids,
+                                     config=config)).view(BF16)
+    bound, exact = error_bound(x, w, tw, ids, return_exact=True)
+    chk = check_within_bound(out[:, :H], exact, bound)
+    assert chk.ok, f"{chk.num_violations} outside the bound, worst ratio {chk.worst_ratio:.3g}"
+    assert not out[:, H:].astype(np.float32).any()
+    emap = make_expert_map(2 * E, 2, 0)                                   # rank 0 of 2: global 0..3 local
+    gids = np.where(rng.random(ids.shape) < 0.5, ids, ids + E).astype(np.int32)
+    dw = fm.to_device(w)
+    out = bf16_bits_to_np(fm.fused_moe(x, dw, tw, gids, expert_map=emap, global_num_experts=2 * E, config=config))
+    assert_within_bound(out, x, w, tw, gids, expert_map=emap, global_num_experts=2 * E)

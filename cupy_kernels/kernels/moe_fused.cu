@@ -249,7 +249,11 @@ struct GemmArgs {
 };
 
 // Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
-template <int MT, int NT, bool GATED>
+// Position of logical k inside its 32-block in the Hopper path's activation layout (see kperm_pos below).
+__device__ __forceinline__ int kperm(int k);
+
+// PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
+template <int MT, int NT, bool GATED, bool PERM = false>
 __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
                                              int count, int row0, int col0, int g, int t) {
 #pragma unroll
@@ -270,7 +274,7 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
                     float v = activation(A.act, lo + bias[r], hi + bias[r + 8]);
                     if (A.weight_on_input) v *= wgt;          // gamma scales the activation output
                     const int ch = (row0 + 16 * m) / 2 + g;
-                    A.out[(long)pos * A.ldo + ch] = f32_to_bf16(v);
+                    A.out[(long)pos * A.ldo + (PERM ? kperm(ch) : ch)] = f32_to_bf16(v);
                 } else {
                     const float w = A.weight_on_input ? 1.0f : wgt;
                     if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = f32_to_bf16((lo + bias[r]) * w);
@@ -717,6 +721,245 @@ DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
 DEFINE_GEMM_TILED(tiled32, 2, 2, 4, 2, 4)    // 128 rows x 32 tokens, 8 warps: 74 KB smem
+
+// ------------------------------------------------------------------------------------------------
+// Hopper path (sm_90a: wgmma): many tokens per expert. Built only when NVRTC targets sm_90a (the loader
+// adds -arch=sm_90a on compute capability 9.0); elsewhere the kernels below are empty and
+// moe_hopper_built reports 0, so fused_moe never picks them.
+//
+// Operands: A = the block's weight rows, dequantized in registers to bf16 exactly as above (each warp of
+// a warpgroup owns 16 rows; the register fragment of wgmma's A is mma.sync's m16n8k16 A fragment), B =
+// the tile's BN activation rows in shared memory, read by wgmma through a descriptor, C = out^T in
+// registers (64 rows x BN tokens per warpgroup, fp32). NWG warpgroups split the block's 64*NWG rows.
+//
+// Activation layout: wgmma reads B's k in natural order, but a thread's A registers hold the weight codes
+// in the order of the kernel weight words (8 consecutive k per word). So the activations are stored with
+// the k of each 32-block permuted to match (moe_permute_x for x, GEMM1's epilogue for the intermediate):
+// logical k = 8t + 4s + 2h + e (t = 0..3 word/lane, s = mma step, h = register half, e = element) sits
+// at column 16s + 2t + 8h + e. Zero padding to Kp is kept.
+//
+// Shared memory per stage (ST stages, cp.async, zero-filled past the tile and past K):
+//   x: two slabs (k 0..63, 64..127 of the superblock) of BN rows x 128 bytes, 128-byte swizzle (16-byte
+//      chunk c of row r at chunk c ^ (r % 8)), the layout a K-major wgmma descriptor with SBO 1024 reads;
+//   w: BR rows x 64 bytes (the row's 4 uint4 = 16 words of the superblock); s: BR scale words.
+// Pipeline: stage sb+ST-2 is loaded while sb is computed; per 32-block one commit group of two wgmma
+// (k16 steps 0, 1); wait_group 1 before each dequant keeps one group in flight, and guarantees that
+// stage sb-2 is no longer read when the block barrier of iteration sb lets it be overwritten.
+
+__device__ __forceinline__ int kperm(int k) {
+    const int j = k & 31;
+    return (k & ~31) | (((j >> 2) & 1) << 4) | ((j >> 3) << 1) | (((j >> 1) & 1) << 3) | (j & 1);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_HOPPER 1
+#else
+#define MOE_HOPPER 0
+#endif
+
+extern "C" __global__ void moe_hopper_built(int* flag) { *flag = MOE_HOPPER; }
+
+// x [T, H] bf16 -> xp [T, Hp] bf16, columns permuted per 32-block as above, zeros past H.
+// One thread per (row, 32-block): 64 bytes in, 64 bytes out.
+extern "C" __global__ void moe_permute_x(const u16* __restrict__ x, int n_rows, int h, int hp, u16* __restrict__ xp) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int nb = hp >> 5;
+    if (i >= (long)n_rows * nb) return;
+    const long r = i / nb;
+    const int blk = (int)(i - r * nb);
+    u32 in[16], out[16];
+    if (blk * 32 < h) {
+        const uint4* src = reinterpret_cast<const uint4*>(x + r * h + blk * 32);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const uint4 v = src[q];
+            in[4 * q] = v.x; in[4 * q + 1] = v.y; in[4 * q + 2] = v.z; in[4 * q + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int p = 0; p < 16; ++p) in[p] = 0u;
+    }
+#pragma unroll
+    for (int p = 0; p < 16; ++p) out[kperm(2 * p) >> 1] = in[p];          // element pairs move together
+    uint4* dst = reinterpret_cast<uint4*>(xp + r * hp + blk * 32);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dst[q] = make_uint4(out[4 * q], out[4 * q + 1], out[4 * q + 2], out[4 * q + 3]);
+}
+
+#if MOE_HOPPER
+__device__ __forceinline__ void wgmma_n128(float (&d)[64], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21,"
+        "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41,"
+        "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61,"
+        "%62, %63"
+        "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+          "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+          "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+          "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_n64(float (&d)[32], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21,"
+        "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+          "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+          "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// K-major operand, 128-byte swizzle: rows of 128 bytes, 8-row atoms 1024 bytes apart (SBO); the leading
+// offset is unused for this mode (encoded 1).
+__device__ __forceinline__ unsigned long long wgmma_desc(u32 saddr) {
+    return (unsigned long long)((saddr & 0x3FFFFu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
+template <int BN>
+__device__ __forceinline__ void wgmma_bn(float (&d)[BN / 2], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    if constexpr (BN == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
+    else wgmma_n64(d, a0, a1, a2, a3, desc);
+}
+#endif
+
+template <int NWG, int BN, int ST>
+struct HopperShape {
+    static constexpr int BR = 64 * NWG, NTHR = 128 * NWG;
+    static constexpr int XS = BN * 256, WS = BR * 64, SS = BR * 4;
+    static constexpr int STAGE = (XS + WS + SS + 1023) / 1024 * 1024;
+    static constexpr int SMEM = ST * STAGE + BN * 8 + 1024;          // + row offsets + alignment slack
+};
+
+template <int NWG, int BN, int ST, bool GATED>
+__device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
+#if MOE_HOPPER
+    using S = HopperShape<NWG, BN, ST>;
+    constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
+    long* s_row = reinterpret_cast<long*>(smem + ST * STAGE);     // element offset of each tile row, -1
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3, wg = warp >> 2, wq = warp & 3;
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    for (int c = tid; c < BN; c += NTHR) {
+        long r = -1;
+        if (c < count) {
+            const int pos = start + c;
+            r = (GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos) * A.ldx;
+        }
+        s_row[c] = r;
+    }
+    __syncthreads();
+    const int rowblk = blockIdx.x * BR;
+    const bool wg_valid = rowblk + 64 * wg < A.rows_real;         // warpgroup-uniform
+    const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
+    const uint4* Wb = A.W + ((long)expert * A.rows_p + rowblk) * kw;
+    const u32* Sb = A.S + (long)expert * nsb_all * A.rows_p + rowblk;
+    const int nsb = (A.kblocks + 3) >> 2;
+    const u32 smem_base = (u32)__cvta_generic_to_shared(smem);
+    auto issue = [&](int sb) {
+        if (sb < nsb) {
+            unsigned char* st = smem + (sb % ST) * STAGE;
+            for (int i = tid; i < BN * 16; i += NTHR) {
+                const int c = i >> 4, ch = i & 15;                   // row, 16-byte chunk of the superblock
+                const long r = s_row[c];
+                const bool ok = r >= 0 && (sb * 4 + (ch >> 2)) < A.kblocks;
+                unsigned char* dst = st + (ch >> 3) * (BN * 128) + c * 128 + (((ch & 7) ^ (c & 7)) << 4);
+                cp_async16(dst, ok ? A.X + r + sb * 128 + ch * 8 : A.X, ok ? 16 : 0);
+            }
+            uint4* wd = reinterpret_cast<uint4*>(st + XS);
+            for (int i = tid; i < BR * 4; i += NTHR) {
+                const bool ok = rowblk + (i >> 2) < A.rows_real;
+                cp_async16(wd + i, ok ? Wb + (long)(i >> 2) * kw + sb * 4 + (i & 3) : A.W, ok ? 16 : 0);
+            }
+            u32* sd = reinterpret_cast<u32*>(st + XS + WS);
+            for (int i = tid; i < BR / 4; i += NTHR) cp_async16(sd + 4 * i, Sb + (long)sb * A.rows_p + 4 * i, 16);
+        }
+        cp_async_commit();                                        // empty groups keep the count uniform
+    };
+    float d[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < ST - 2; ++s) issue(s);
+    const int r0 = 64 * wg + 16 * wq + g;                         // this thread's rows r0, r0 + 8 in the block
+    for (int sb = 0; sb < nsb; ++sb) {
+        cp_async_wait<ST - 3>();
+        fence_proxy_async();                                      // cp.async writes -> wgmma's async proxy
+        __syncthreads();                                          // stage sb landed; stage sb-2 is free
+        issue(sb + ST - 2);
+        if (wg_valid) {
+            const unsigned char* st = smem + (sb % ST) * STAGE;
+            const uint4 w0 = reinterpret_cast<const uint4*>(st + XS)[r0 * 4 + t];
+            const uint4 w1 = reinterpret_cast<const uint4*>(st + XS)[(r0 + 8) * 4 + t];
+            const u32 s0 = reinterpret_cast<const u32*>(st + XS + WS)[r0];
+            const u32 s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
+            const bool slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
+            const u32 xa = smem_base + (sb % ST) * STAGE;
+#pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                if (sb * 4 + b >= A.kblocks) break;
+                const u32 q0 = (b == 0) ? w0.x : (b == 1) ? w0.y : (b == 2) ? w0.z : w0.w;
+                const u32 q1 = (b == 0) ? w1.x : (b == 1) ? w1.y : (b == 2) ? w1.z : w1.w;
+                u32 a0[4], a1[4];
+                wgmma_wait<1>();                                  // the group of block b-2 is done
+                if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
+                else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
+                wgmma_fence();
+                const unsigned long long desc = wgmma_desc(xa + (b >> 1) * (BN * 128) + (b & 1) * 64);
+                wgmma_bn<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);          // k16 step 0
+                wgmma_bn<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);      // step 1: 32 bytes on
+                wgmma_commit();
+            }
+        }
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();
+    if (!wg_valid) return;
+    float acc[1][NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][n][i] = d[4 * n + i];
+    moe_epilogue<1, NT, GATED, GATED>(A, acc, expert, start, count, rowblk + 64 * wg + 16 * wq, 0, g, t);
+#endif
+}
+
+// name, NWG, BN, ST (block rows 64*NWG, tokens BN, threads 128*NWG; dynamic smem HopperShape::SMEM bytes)
+#define DEFINE_GEMM_HOPPER(name, NWG, BN, ST)                                                           \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS) {          \
+        GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, true>(A);                                      \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm2_##name(GEMM_PARAMS) {          \
+        GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, false>(A);                                     \
+    }
+
+DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroups: 197 KB smem
+DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 132 KB smem
 
 // ------------------------------------------------------------------------------------------------
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
