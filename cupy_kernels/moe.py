@@ -48,10 +48,10 @@ def _stream_smem(kp):
 
 def _hopper_smem(warpgroups, tokens, stages):
     """HopperShape<NWG, BN, ST>::SMEM of moe_fused.cu: stages of {x slabs, weight rows, scales} rounded
-    to 1 KB, the tile's row offsets and 1 KB of alignment slack."""
+    to 1 KB, the tile's row offsets, slots and gammas, and 1 KB of alignment slack."""
     rows = 64 * warpgroups
     stage = -(-(tokens * 256 + rows * 64 + rows * 4) // 1024) * 1024
-    return stages * stage + tokens * 8 + 1024
+    return stages * stage + tokens * 16 + 1024
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
@@ -323,10 +323,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
         return "decode"          # 1-2 tokens: split-K over 8 warps
     if per_expert <= 12:
         return "streamw"         # weights streamed once per 8-token tile
-    if hopper and per_expert > 96:
-        return "hopper"
-    if hopper and per_expert > 40:
-        return "hopper64"
+    if hopper:
+        return "hopper" if per_expert > 96 else "hopper64"
     if per_expert <= 40:
         return "tiled32"
     return "tiled256"
@@ -404,6 +402,10 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     cfg = config or _default_config(n, dw.num_experts)
     if cfg not in CONFIGS:
         raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
+    if cfg in HOPPER_CONFIGS and max(T * dw.hidden_padded, n * dw.intermediate_padded) >= 2 ** 31:
+        if config is not None:                # the wgmma kernels address activations with 32-bit offsets
+            raise ValueError(f"config {cfg!r}: at most 2**31 activation elements per GEMM, got T={T}, top_k={k}")
+        cfg = "tiled256"
     if cfg in HOPPER_CONFIGS and impl == "fast" and not hopper_available():
         raise ValueError(f"config {cfg!r} needs an sm_90 GPU (wgmma); this device has compute capability "
                          f"{cp.cuda.Device().compute_capability}")

@@ -414,3 +414,35 @@ def test_hopper_padded_and_adversarial(config):
     dw = fm.to_device(w)
     out = bf16_bits_to_np(fm.fused_moe(x, dw, tw, gids, expert_map=emap, global_num_experts=2 * E, config=config))
     assert_within_bound(out, x, w, tw, gids, expert_map=emap, global_num_experts=2 * E)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,E,bt", [(5, 5, 8), (300, 32, 128), (5003, 128, 64), (65543, 128, 128), (4096, 256, 8)])
+def test_sort_is_a_stable_counting_sort(n, E, bt):
+    """moe_sort against numpy: local ids (expert map, -1 and out-of-range ids dropped), slots stable-sorted by
+    local expert, tiles of at most bt slots in expert order, meta = (tiles, valid slots)."""
+    cp = _cp()
+    rng = np.random.default_rng(n)
+    G = E + 3
+    ids = rng.integers(-1, G + 2, size=n).astype(np.int32)              # -1 and ids >= G are dropped
+    emap = np.arange(G, dtype=np.int32)
+    emap[rng.choice(G, size=3, replace=False)] = -1
+    emap[emap >= 0] = np.arange(int((emap >= 0).sum()), dtype=np.int32) % E
+    max_tiles = n // bt + E + 1
+    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full(2, -7, cp.int32),
+           cp.full(n, -7, cp.int32)]
+    fm._kernel("moe_sort")((1,), (256 if n <= 256 else 1024,),
+                           (cp.asarray(ids), cp.asarray(emap), np.int32(n), np.int32(G), np.int32(E), np.int32(bt),
+                            *out))
+    sorted_slot, tiles, meta, local = (cp.asnumpy(a) for a in out)
+    want_local = np.where((ids >= 0) & (ids < G), emap[np.clip(ids, 0, G - 1)], -1)
+    np.testing.assert_array_equal(local, want_local)
+    valid = np.nonzero(want_local >= 0)[0]
+    order = valid[np.argsort(want_local[valid], kind="stable")]
+    assert meta[1] == order.size
+    np.testing.assert_array_equal(sorted_slot[:order.size], order)
+    counts = np.bincount(want_local[valid], minlength=E)
+    want_tiles = [(e, s, min(bt, c - q * bt)) for e, c, s0 in zip(range(E), counts, np.cumsum(counts) - counts)
+                  for q, s in enumerate(range(s0, s0 + c, bt))]
+    assert meta[0] == len(want_tiles)
+    np.testing.assert_array_equal(tiles[:meta[0], :3], np.array(want_tiles, np.int32).reshape(-1, 3))

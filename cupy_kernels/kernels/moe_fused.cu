@@ -144,7 +144,10 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 
 // ------------------------------------------------------------------------------------------------
 // Sort: slots (t*k + j) -> sorted by local expert, stable (ascending slot within an expert).
-// One block of 256 threads (few slots) or 1024.
+// One block of 256 threads (few slots) or 1024. Warp w owns the contiguous slot segment w (so a warp's
+// slots precede warp w+1's): pass 1 counts per (warp, expert) with match_any, a scan turns the counts
+// into each warp's first position per expert, pass 2 scatters (rank inside a round = lanes below with
+// the same expert). No block barrier inside the passes.
 // ids: [n_slots] int32 global expert ids; expert_map: [E_global] int32 global -> local or -1 (nullable).
 // Outputs: sorted_slot [n_slots] (first n_valid entries used), tiles [max_tiles] int4 (expert, start,
 // count, 0), meta[0] = number of tiles, meta[1] = n_valid, local_ids [n_slots] (-1 where dropped).
@@ -154,27 +157,35 @@ extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
 moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
          int e_local, int bt, int* __restrict__ sorted_slot, int4* __restrict__ tiles, int* __restrict__ meta,
          int* __restrict__ local_ids) {
-    __shared__ int cnt[SORT_MAX_E];
-    __shared__ int run[SORT_MAX_E];
-    __shared__ int wcnt[32][SORT_MAX_E];
+    __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nthr = blockDim.x, nwarp = nthr >> 5;                // 256 or 1024 threads
-    for (int e = tid; e < e_local; e += nthr) cnt[e] = 0;
+    const int seg = (((n_slots + nwarp - 1) / nwarp) + 31) & ~31;   // slots per warp, whole rounds
+    const int lo = warp * seg, hi = min(n_slots, lo + seg);
+    const unsigned lt_mask = (1u << lane) - 1u;
+    for (int i = tid; i < nwarp * SORT_MAX_E; i += nthr) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
     __syncthreads();
-    for (int i = tid; i < n_slots; i += nthr) {
-        int g = ids[i];
+    for (int base = lo; base < hi; base += 32) {                   // pass 1: count
+        const int i = base + lane;
         int l = -1;
-        if (g >= 0 && g < e_global) l = expert_map ? expert_map[g] : g;
-        if (l >= e_local) l = -1;
-        local_ids[i] = l;
-        if (l >= 0) atomicAdd(&cnt[l], 1);                        // integer counts: order-free
+        if (i < hi) {
+            const int g = ids[i];
+            if (g >= 0 && g < e_global) l = expert_map ? expert_map[g] : g;
+            if (l >= e_local) l = -1;
+            local_ids[i] = l;
+        }
+        const unsigned same = __match_any_sync(0xffffffffu, l);
+        if (l >= 0 && (same & lt_mask) == 0) wcnt[warp][l] += __popc(same);     // one lane per expert
+        __syncwarp();
     }
     __syncthreads();
-    {                                             // exclusive scans of counts and tile counts (E <= 256)
+    {                                             // per expert: totals, scans over warps and experts (E <= 256)
         __shared__ int wsum_c[8], wsum_t[8];
         int c = 0, nt = 0, ic = 0, it = 0;
         if (tid < SORT_MAX_E) {
-            if (tid < e_local) { c = cnt[tid]; nt = (c + bt - 1) / bt; }
+            if (tid < e_local)
+                for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
+            nt = (c + bt - 1) / bt;
             ic = c; it = nt;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
@@ -189,35 +200,26 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
             for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; }
             const int ex_c = oc + ic - c, ex_t = ot + it - nt;
             if (tid < e_local) {
-                run[tid] = ex_c;
+                int p = ex_c;                                      // warp w's first position for expert tid
+                for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
                 for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
             }
             if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; }
         }
     }
     __syncthreads();
-    const unsigned lt_mask = (1u << lane) - 1u;
-    for (int base = 0; base < n_slots; base += nthr) {
-        for (int i = tid; i < nwarp * e_local; i += nthr) wcnt[i / e_local][i % e_local] = 0;
-        __syncthreads();
-        int i = base + tid;
-        int l = (i < n_slots) ? local_ids[i] : -1;
-        unsigned same = __match_any_sync(0xffffffffu, l);
-        int rank = __popc(same & lt_mask);
-        if (l >= 0 && rank == 0) wcnt[warp][l] = __popc(same);
-        __syncthreads();
+    for (int base = lo; base < hi; base += 32) {                   // pass 2: scatter
+        const int i = base + lane;
+        const int l = (i < hi) ? local_ids[i] : -1;                 // this thread's own pass-1 write
+        const unsigned same = __match_any_sync(0xffffffffu, l);
+        int pos = 0;
+        if (l >= 0) pos = wcnt[warp][l] + __popc(same & lt_mask);
+        __syncwarp();
         if (l >= 0) {
-            int pos = run[l] + rank;
-            for (int w = 0; w < warp; ++w) pos += wcnt[w][l];
             sorted_slot[pos] = i;
+            if ((same & lt_mask) == 0) wcnt[warp][l] += __popc(same);
         }
-        __syncthreads();
-        for (int e = tid; e < e_local; e += nthr) {
-            int s = 0;
-            for (int w = 0; w < nwarp; ++w) s += wcnt[w][e];
-            run[e] += s;
-        }
-        __syncthreads();
+        __syncwarp();
     }
 }
 
@@ -252,10 +254,35 @@ struct GemmArgs {
 // Position of logical k inside its 32-block in the Hopper path's activation layout (see kperm_pos below).
 __device__ __forceinline__ int kperm(int k);
 
+// Tile column c -> (slot, gamma = bf16(router weight) as triton_kernels' make_routing_data, spec
+// Pipeline.BF16). GlobalCols reads them with non-coherent loads (read-only for the kernel, so they do not
+// wait behind the epilogue's stores); the Hopper kernel stages them in shared memory (SmemCols).
+struct GlobalCols {
+    const int* sorted_slot;                  // + tile start
+    const float* topk_w;
+    __device__ __forceinline__ void get(int c, int& slot, float& gamma) const {
+        slot = __ldg(sorted_slot + c);
+        gamma = bf16_to_f32(f32_to_bf16(__ldg(topk_w + slot)));
+    }
+};
+struct SmemCols {
+    const int* slot_of;
+    const float* gamma_of;
+    __device__ __forceinline__ void get(int c, int& slot, float& gamma) const { slot = slot_of[c]; gamma = gamma_of[c]; }
+};
+
+// Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
 // PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
-template <int MT, int NT, bool GATED, bool PERM = false>
+template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
 __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
-                                             int count, int row0, int col0, int g, int t) {
+                                             int count, int row0, int col0, int g, int t, const Cols& cols) {
+    const float* bias = A.bias + (long)expert * A.rows_p;
+    float blo[MT], bhi[MT];                   // the thread's bias values, loaded once
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+        blo[m] = __ldg(bias + row0 + 16 * m + g);
+        bhi[m] = __ldg(bias + row0 + 16 * m + g + 8);
+    }
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -263,25 +290,32 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
             const int c = col0 + n * 8 + 2 * t + j;
             if (c >= count) continue;
             const int pos = start + c;
-            const int slot = A.sorted_slot[pos];
-            const float wgt = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));   // bf16 gammas (triton_kernels)
+            int slot;
+            float wgt;
+            cols.get(c, slot, wgt);
 #pragma unroll
             for (int m = 0; m < MT; ++m) {
                 const int r = row0 + 16 * m + g;
-                const float* bias = A.bias + (long)expert * A.rows_p;
                 float lo = acc[m][n][j], hi = acc[m][n][2 + j];
                 if (GATED) {
-                    float v = activation(A.act, lo + bias[r], hi + bias[r + 8]);
+                    float v = activation(A.act, lo + blo[m], hi + bhi[m]);
                     if (A.weight_on_input) v *= wgt;          // gamma scales the activation output
                     const int ch = (row0 + 16 * m) / 2 + g;
                     A.out[(long)pos * A.ldo + (PERM ? kperm(ch) : ch)] = f32_to_bf16(v);
                 } else {
                     const float w = A.weight_on_input ? 1.0f : wgt;
-                    if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = f32_to_bf16((lo + bias[r]) * w);
-                    if (r + 8 < A.out_rows) A.out[(long)slot * A.ldo + r + 8] = f32_to_bf16((hi + bias[r + 8]) * w);
+                    if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = f32_to_bf16((lo + blo[m]) * w);
+                    if (r + 8 < A.out_rows) A.out[(long)slot * A.ldo + r + 8] = f32_to_bf16((hi + bhi[m]) * w);
                 }
             }
         }
+}
+
+template <int MT, int NT, bool GATED>
+__device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
+                                             int count, int row0, int col0, int g, int t) {
+    moe_epilogue<MT, NT, GATED>(A, acc, expert, start, count, row0, col0, g, t,
+                                GlobalCols{A.sorted_slot + start, A.topk_w});
 }
 
 template <int MT, int NT, int KS, int RS, int CS, bool GATED>
@@ -480,6 +514,9 @@ DEFINE_GEMM(large, 2, 8, 1, 4, 1, 1)      // 128 rows x 64 tokens, 4 warps
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async16s(u32 saddr, const void* gmem, int src_bytes) {   // shared address
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(saddr), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
@@ -848,7 +885,7 @@ struct HopperShape {
     static constexpr int BR = 64 * NWG, NTHR = 128 * NWG;
     static constexpr int XS = BN * 256, WS = BR * 64, SS = BR * 4;
     static constexpr int STAGE = (XS + WS + SS + 1023) / 1024 * 1024;
-    static constexpr int SMEM = ST * STAGE + BN * 8 + 1024;          // + row offsets + alignment slack
+    static constexpr int SMEM = ST * STAGE + BN * 16 + 1024;         // + row offsets, slots, gammas + slack
 };
 
 template <int NWG, int BN, int ST, bool GATED>
@@ -859,6 +896,8 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
     long* s_row = reinterpret_cast<long*>(smem + ST * STAGE);     // element offset of each tile row, -1
+    int* s_slot = reinterpret_cast<int*>(s_row + BN);               // slot of each tile column
+    float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3, wg = warp >> 2, wq = warp & 3;
     const int tile = blockIdx.y;
@@ -869,7 +908,10 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
         long r = -1;
         if (c < count) {
             const int pos = start + c;
-            r = (GATED ? (long)(A.sorted_slot[pos] / A.top_k) : (long)pos) * A.ldx;
+            const int slot = A.sorted_slot[pos];
+            r = (GATED ? (long)(slot / A.top_k) : (long)pos) * A.ldx;
+            s_slot[c] = slot;
+            s_gamma[c] = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));
         }
         s_row[c] = r;
     }
@@ -881,23 +923,39 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     const u32* Sb = A.S + (long)expert * nsb_all * A.rows_p + rowblk;
     const int nsb = (A.kblocks + 3) >> 2;
     const u32 smem_base = (u32)__cvta_generic_to_shared(smem);
+    // A thread's copies are the same every superblock: x chunk ch = tid % 16 of rows tid/16 + 32j, weight
+    // chunk tid % 4 of rows tid/4 + 128j; sources and destinations are computed once here.
+    constexpr int XJ = BN * 16 / NTHR, WJ = BR * 4 / NTHR;
+    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && NTHR % 16 == 0, "copy split");
+    const int xch = tid & 15;
+    int xsrc[XJ];                             // element offset in X (< 2**31: checked by the launcher), -1
+    u32 xdst[XJ];
+#pragma unroll
+    for (int j = 0; j < XJ; ++j) {
+        const int c = (tid >> 4) + j * (NTHR / 16);
+        xsrc[j] = s_row[c] >= 0 ? (int)s_row[c] + xch * 8 : -1;
+        xdst[j] = (xch >> 3) * (BN * 128) + c * 128 + (((xch & 7) ^ (c & 7)) << 4);
+    }
+    int wsrc[WJ];                             // uint4 offset from Wb, -1 past the real rows
+#pragma unroll
+    for (int j = 0; j < WJ; ++j) {
+        const int r = (tid >> 2) + j * (NTHR / 4);
+        wsrc[j] = rowblk + r < A.rows_real ? r * kw + (tid & 3) : -1;
+    }
     auto issue = [&](int sb) {
         if (sb < nsb) {
-            unsigned char* st = smem + (sb % ST) * STAGE;
-            for (int i = tid; i < BN * 16; i += NTHR) {
-                const int c = i >> 4, ch = i & 15;                   // row, 16-byte chunk of the superblock
-                const long r = s_row[c];
-                const bool ok = r >= 0 && (sb * 4 + (ch >> 2)) < A.kblocks;
-                unsigned char* dst = st + (ch >> 3) * (BN * 128) + c * 128 + (((ch & 7) ^ (c & 7)) << 4);
-                cp_async16(dst, ok ? A.X + r + sb * 128 + ch * 8 : A.X, ok ? 16 : 0);
+            const u32 st = smem_base + (sb % ST) * STAGE;
+            const bool kok = sb * 4 + (xch >> 2) < A.kblocks;
+#pragma unroll
+            for (int j = 0; j < XJ; ++j) {
+                const bool ok = kok && xsrc[j] >= 0;
+                cp_async16s(st + xdst[j], A.X + (ok ? xsrc[j] + sb * 128 : 0), ok ? 16 : 0);
             }
-            uint4* wd = reinterpret_cast<uint4*>(st + XS);
-            for (int i = tid; i < BR * 4; i += NTHR) {
-                const bool ok = rowblk + (i >> 2) < A.rows_real;
-                cp_async16(wd + i, ok ? Wb + (long)(i >> 2) * kw + sb * 4 + (i & 3) : A.W, ok ? 16 : 0);
-            }
-            u32* sd = reinterpret_cast<u32*>(st + XS + WS);
-            for (int i = tid; i < BR / 4; i += NTHR) cp_async16(sd + 4 * i, Sb + (long)sb * A.rows_p + 4 * i, 16);
+#pragma unroll
+            for (int j = 0; j < WJ; ++j)
+                cp_async16s(st + XS + 16 * (tid + j * NTHR), wsrc[j] >= 0 ? Wb + wsrc[j] + sb * 4 : A.W,
+                            wsrc[j] >= 0 ? 16 : 0);
+            if (tid < BR / 4) cp_async16s(st + XS + WS + 16 * tid, Sb + (long)sb * A.rows_p + 4 * tid, 16);
         }
         cp_async_commit();                                        // empty groups keep the count uniform
     };
@@ -945,7 +1003,8 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][n][i] = d[4 * n + i];
-    moe_epilogue<1, NT, GATED, GATED>(A, acc, expert, start, count, rowblk + 64 * wg + 16 * wq, 0, g, t);
+    moe_epilogue<1, NT, GATED, GATED>(A, acc, expert, start, count, rowblk + 64 * wg + 16 * wq, 0, g, t,
+                                      SmemCols{s_slot, s_gamma});
 #endif
 }
 
