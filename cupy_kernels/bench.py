@@ -208,6 +208,24 @@ def bench_mxfp8(ctx: Ctx):
              "bytes": n * 2 + n + n // 32}]
 
 
+def routing_buffers(cp, T: int = 16384, E: int = 128, k: int = 4, bs: int = 64, seed: int = 3):
+    """Inputs and preallocated outputs of route + align_block_size at the benchmark's shape (16384 tokens,
+    128 experts, top-4, block 64): random float32 ``logits`` (T, E), the routing outputs ``weights`` and
+    ``ids`` (T, k), the error flag ``bad``, and align's ``sorted_ids`` (``size`` entries), ``expert_ids``
+    and ``post``, as ``routing.launch`` / ``align.launch`` take them (also used by
+    tools/profile_kernels.py)."""
+    from types import SimpleNamespace
+    from mxfp4ref.moe.align import max_num_tokens_padded
+    rs = cp.random.RandomState(seed)
+    size = max_num_tokens_padded(T * k, bs, E)
+    return SimpleNamespace(
+        T=T, E=E, k=k, bs=bs, size=size,
+        logits=rs.standard_normal((T, E), dtype=cp.float32),
+        weights=cp.empty((T, k), cp.float32), ids=cp.empty((T, k), cp.int32), bad=cp.zeros((1,), cp.int32),
+        sorted_ids=cp.empty((size,), cp.int32), expert_ids=cp.empty((-(-size // bs),), cp.int32),
+        post=cp.empty((1,), cp.int32))
+
+
 @register("routing")
 def bench_routing(ctx: Ctx):
     """route (softmax, renormalize, top-4) + align_block_size for 16384 tokens x 128 experts: each a
@@ -216,17 +234,10 @@ def bench_routing(ctx: Ctx):
     from . import align as _align
     from . import routing as _routing
     cp = ctx.cp
-    T, E, k, bs = 16384, 128, 4, 64
-    rs = cp.random.RandomState(3)
-    logits = rs.standard_normal((T, E), dtype=cp.float32)
-    weights = cp.empty((T, k), cp.float32)
-    ids = cp.empty((T, k), cp.int32)
-    bad = cp.zeros((1,), cp.int32)
-    from mxfp4ref.moe.align import max_num_tokens_padded
-    size = max_num_tokens_padded(T * k, bs, E)
-    sorted_ids = cp.empty((size,), cp.int32)
-    expert_ids = cp.empty((-(-size // bs),), cp.int32)
-    post = cp.empty((1,), cp.int32)
+    buf = routing_buffers(cp)
+    T, E, k, bs, size = buf.T, buf.E, buf.k, buf.bs, buf.size
+    logits, weights, ids, bad = buf.logits, buf.weights, buf.ids, buf.bad
+    sorted_ids, expert_ids, post = buf.sorted_ids, buf.expert_ids, buf.post
     emap = None
 
     def route():

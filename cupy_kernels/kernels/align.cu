@@ -31,6 +31,26 @@ __device__ __forceinline__ int mxk_load_id(const void* ids, long long i) {
     return (v < -1 || v > 0x7FFFFFFE) ? 0x7FFFFFFF : (int)v;      // out of range stays out of range
 }
 
+// Exclusive scan of the padded counts over experts, by one whole warp (lane = its lane index):
+// off[e] = sum over e' < e of round_up(tot[e'], bs) for e < E; returns the sum over all E experts (the
+// total, on every lane). Experts are taken 32 at a time, one per lane, with a shuffle scan per group.
+__device__ __forceinline__ int mxk_padded_offsets_warp(const int* tot, int* off, int E, int bs, int lane) {
+    int carry = 0;
+    for (int e0 = 0; e0 < E; e0 += 32) {
+        const int e = e0 + lane;
+        const int padded = (e < E) ? (tot[e] + bs - 1) / bs * bs : 0;
+        int incl = padded;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+            if (lane >= o) incl += y;
+        }
+        if (e < E) off[e] = carry + incl - padded;
+        carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
+    }
+    return carry;
+}
+
 template <int IDT>
 __global__ void mx_align(const void* __restrict__ topk_ids, long long numel, int E, int bs,
                          const int* __restrict__ expert_map, int has_map, long long S,
@@ -90,20 +110,8 @@ __global__ void mx_align(const void* __restrict__ topk_ids, long long numel, int
     __syncthreads();
     // ---- exclusive scan of the padded counts over experts (warp 0)
     if (w == 0) {
-        int carry = 0;
-        for (int e0 = 0; e0 < E; e0 += 32) {
-            const int e = e0 + lane;
-            const int padded = (e < E) ? (tot[e] + bs - 1) / bs * bs : 0;
-            int incl = padded;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-                if (lane >= o) incl += y;
-            }
-            if (e < E) off[e] = carry + incl - padded;
-            carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
-        }
-        if (lane == 0) s_total = carry;
+        const int sum = mxk_padded_offsets_warp(tot, off, E, bs, lane);
+        if (lane == 0) s_total = sum;
     }
     __syncthreads();
     const int total = s_total;
@@ -314,20 +322,8 @@ __global__ void __launch_bounds__(1024) mx_align_scatter(const void* __restrict_
     }
     __syncthreads();
     if (w == 0) {                                        // exclusive scan of padded totals
-        int carry = 0;
-        for (int e0 = 0; e0 < E; e0 += 32) {
-            const int e = e0 + lane;
-            const int padded = (e < E) ? (tot[e] + bs - 1) / bs * bs : 0;
-            int incl = padded;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int y = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-                if (lane >= o) incl += y;
-            }
-            if (e < E) off[e] = carry + incl - padded;
-            carry += __shfl_sync(0xFFFFFFFFu, incl, 31);
-        }
-        if (lane == 0) s_total = carry;
+        const int sum = mxk_padded_offsets_warp(tot, off, E, bs, lane);
+        if (lane == 0) s_total = sum;
     }
     __syncthreads();
     const int total = s_total;
