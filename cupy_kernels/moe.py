@@ -51,12 +51,13 @@ def _hopper_smem(warpgroups, tokens, stages):
     to 1 KB, the tile's row offsets, slots and gammas, and 1 KB of alignment slack."""
     rows = 64 * warpgroups
     stage = -(-(tokens * 256 + rows * 64 + rows * 4) // 1024) * 1024
-    return stages * stage + tokens * 16 + 1024
+    return stages * stage + tokens * 12 + 1024
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / streamw / tiled32 / tiled256; the
-# others are kept as measured alternatives (BENCHMARKS.md) and are tested like the rest.
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / streamw, then hopper64 / hopper
+# on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
+# (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
@@ -75,6 +76,9 @@ CONFIGS = {
     "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
+# An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
+# 128-token kernels do no work on padding columns past 64.
+SMALL_TILES = {"hopper": "hopper64"}
 
 
 def _require_cupy():
@@ -323,8 +327,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
         return "decode"          # 1-2 tokens: split-K over 8 warps
     if per_expert <= 12:
         return "streamw"         # weights streamed once per 8-token tile
-    if hopper:
-        return "hopper" if per_expert > 96 else "hopper64"
+    if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)
+        return "hopper64" if per_expert <= 40 else "hopper"
     if per_expert <= 40:
         return "tiled32"
     return "tiled256"
@@ -343,7 +347,8 @@ class Workspace:
         self.max_tiles = n // bt + min(dw.num_experts, n) + 1
         self.sorted_slot = cp.empty(max(n, 1), cp.int32)
         self.tiles = cp.empty((self.max_tiles, 4), cp.int32)
-        self.meta = cp.empty(2, cp.int32)
+        self.tiles_small = cp.empty((min(dw.num_experts, max(n, 1)), 4), cp.int32)
+        self.meta = cp.empty(3, cp.int32)            # tiles, valid slots, small tiles
         self.local_ids = cp.empty(max(n, 1), cp.int32)
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
         self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
@@ -409,7 +414,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     if cfg in HOPPER_CONFIGS and impl == "fast" and not hopper_available():
         raise ValueError(f"config {cfg!r} needs an sm_90 GPU (wgmma); this device has compute capability "
                          f"{cp.cuda.Device().compute_capability}")
-    block_rows, bt, threads, smem = CONFIGS[cfg]
+    bt = CONFIGS[cfg][1]
     ws = workspace
     if ws is None or ws.key != (id(dw), T, k, bt):
         ws = Workspace(dw, T, k, bt)
@@ -425,8 +430,11 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         f = _kernel(name, smem_bytes)
         launches.append((name, lambda: f(grid, block, args, shared_mem=smem_bytes)))
 
-    add("moe_sort", (1,), (256 if n <= 256 else 1024,), (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts),
-                                    i32(bt), ws.sorted_slot, ws.tiles, ws.meta, ws.local_ids))
+    small = SMALL_TILES.get(cfg) if impl == "fast" else None
+    split = CONFIGS[small][1] if small else 0
+    add("moe_sort", (1,), (256 if n <= 256 else 1024,),
+        (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts), i32(bt), i32(split),
+         ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids))
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
@@ -444,20 +452,29 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
             (r["w2_weight"], r["w2_weight_scale"], b2, inter, ws.local_ids, tw, i32(n), i32(H), i32(I), on_in, ws.y))
     else:
         rows13 = 2 * _round_up(I, 8)
-        sm1, sm2 = (smem(Hp), smem(Ip)) if callable(smem) else (smem, smem)
         x1, ldx1 = xd, H
         if cfg in HOPPER_CONFIGS:           # wgmma reads k in the permuted order (moe_fused.cu)
             if ws.xp is None:
                 ws.xp = cp.empty((T, Hp), cp.uint16)
             add("moe_permute_x", ((T * (Hp // 32) + 255) // 256,), (256,), (xd, i32(T), i32(H), i32(Hp), ws.xp))
             x1, ldx1 = ws.xp, Hp
-        add(f"moe_gemm1_{cfg}", ((rows13 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
-            (dw.w13, dw.s13, dw.b13, x1, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.inter, i32(ldx1), i32(Ip),
-             i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in), sm1)
+        # (config, tile list, its meta entry, grid rows): the main kernel, then the small-tile kernel
+        parts = [(cfg, ws.tiles, ws.meta, ws.max_tiles)]
+        if small:
+            parts.append((small, ws.tiles_small, ws.meta[2:], ws.tiles_small.shape[0]))
+        for c, tiles, meta, ntiles in parts:
+            br, _, thr, sm = CONFIGS[c]
+            add(f"moe_gemm1_{c}", ((rows13 + br - 1) // br, ntiles), (thr,),
+                (dw.w13, dw.s13, dw.b13, x1, ws.sorted_slot, tiles, meta, tw, ws.inter, i32(ldx1), i32(Ip),
+                 i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in),
+                sm(Hp) if callable(sm) else sm)
         rows2 = _round_up(H, 16)
-        add(f"moe_gemm2_{cfg}", ((rows2 + block_rows - 1) // block_rows, ws.max_tiles), (threads,),
-            (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, ws.tiles, ws.meta, tw, ws.y, i32(Ip), i32(H),
-             i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in), sm2)
+        for c, tiles, meta, ntiles in parts:
+            br, _, thr, sm = CONFIGS[c]
+            add(f"moe_gemm2_{c}", ((rows2 + br - 1) // br, ntiles), (thr,),
+                (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, tiles, meta, tw, ws.y, i32(Ip), i32(H),
+                 i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
+                sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
     add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
     if _launches is not None:

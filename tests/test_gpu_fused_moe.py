@@ -191,7 +191,8 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
-def test_activations_and_weight_on_input(activation, on_input):
+@pytest.mark.parametrize("config", [None, "hopper", "hopper64"])
+def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
     dw = fm.to_device(w, keep_raw=True)
@@ -200,10 +201,13 @@ def test_activations_and_weight_on_input(activation, on_input):
     x = random_x(rng, T, H)
     tw, ids = random_routing(rng, T, E, k)
     kw = dict(activation=activation, apply_router_weight_on_input=on_input)
-    out = fm.fused_moe(x, dw, tw, ids, **kw)
+    if config in fm.HOPPER_CONFIGS:
+        _hopper()
+    out = fm.fused_moe(x, dw, tw, ids, config=config, **kw)
     assert_within_bound(out, x, w, tw, ids, **kw)
-    naive = fm.fused_moe(x, dw, tw, ids, impl="naive", **kw)
-    assert_within_bound(naive, x, w, tw, ids, **kw)
+    if config is None:
+        naive = fm.fused_moe(x, dw, tw, ids, impl="naive", **kw)
+        assert_within_bound(naive, x, w, tw, ids, **kw)
 
 
 @pytest.mark.gpu
@@ -417,10 +421,12 @@ def test_hopper_padded_and_adversarial(config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n,E,bt", [(5, 5, 8), (300, 32, 128), (5003, 128, 64), (65543, 128, 128), (4096, 256, 8)])
-def test_sort_is_a_stable_counting_sort(n, E, bt):
+@pytest.mark.parametrize("n,E,bt,split", [(5, 5, 8, 0), (300, 32, 128, 64), (5003, 128, 64, 0),
+                                          (65543, 128, 128, 64), (4096, 256, 8, 4), (20000, 32, 128, 64)])
+def test_sort_is_a_stable_counting_sort(n, E, bt, split):
     """moe_sort against numpy: local ids (expert map, -1 and out-of-range ids dropped), slots stable-sorted by
-    local expert, tiles of at most bt slots in expert order, meta = (tiles, valid slots)."""
+    local expert, tiles of at most bt slots in expert order, an expert's last tile of <= split slots in
+    the small-tile list instead, meta = (tiles, valid slots, small tiles)."""
     cp = _cp()
     rng = np.random.default_rng(n)
     G = E + 3
@@ -429,12 +435,12 @@ def test_sort_is_a_stable_counting_sort(n, E, bt):
     emap[rng.choice(G, size=3, replace=False)] = -1
     emap[emap >= 0] = np.arange(int((emap >= 0).sum()), dtype=np.int32) % E
     max_tiles = n // bt + E + 1
-    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full(2, -7, cp.int32),
-           cp.full(n, -7, cp.int32)]
+    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full((E, 4), -7, cp.int32),
+           cp.full(3, -7, cp.int32), cp.full(n, -7, cp.int32)]
     fm._kernel("moe_sort")((1,), (256 if n <= 256 else 1024,),
                            (cp.asarray(ids), cp.asarray(emap), np.int32(n), np.int32(G), np.int32(E), np.int32(bt),
-                            *out))
-    sorted_slot, tiles, meta, local = (cp.asnumpy(a) for a in out)
+                            np.int32(split), *out))
+    sorted_slot, tiles, small, meta, local = (cp.asnumpy(a) for a in out)
     want_local = np.where((ids >= 0) & (ids < G), emap[np.clip(ids, 0, G - 1)], -1)
     np.testing.assert_array_equal(local, want_local)
     valid = np.nonzero(want_local >= 0)[0]
@@ -444,5 +450,12 @@ def test_sort_is_a_stable_counting_sort(n, E, bt):
     counts = np.bincount(want_local[valid], minlength=E)
     want_tiles = [(e, s, min(bt, c - q * bt)) for e, c, s0 in zip(range(E), counts, np.cumsum(counts) - counts)
                   for q, s in enumerate(range(s0, s0 + c, bt))]
-    assert meta[0] == len(want_tiles)
-    np.testing.assert_array_equal(tiles[:meta[0], :3], np.array(want_tiles, np.int32).reshape(-1, 3))
+    is_small = [cnt < bt and cnt <= split and (q == len(want_tiles) - 1 or want_tiles[q + 1][0] != e)
+                for q, (e, _, cnt) in enumerate(want_tiles)]
+    big = [tl for tl, sm in zip(want_tiles, is_small) if not sm]
+    sml = [tl for tl, sm in zip(want_tiles, is_small) if sm]
+    assert (meta[0], meta[2]) == (len(big), len(sml))
+    np.testing.assert_array_equal(tiles[:meta[0], :3], np.array(big, np.int32).reshape(-1, 3))
+    np.testing.assert_array_equal(small[:meta[2], :3], np.array(sml, np.int32).reshape(-1, 3))
+    if split:
+        assert meta[2] > 0                                              # the case is exercised

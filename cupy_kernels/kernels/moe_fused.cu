@@ -150,13 +150,15 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 // the same expert). No block barrier inside the passes.
 // ids: [n_slots] int32 global expert ids; expert_map: [E_global] int32 global -> local or -1 (nullable).
 // Outputs: sorted_slot [n_slots] (first n_valid entries used), tiles [max_tiles] int4 (expert, start,
-// count, 0), meta[0] = number of tiles, meta[1] = n_valid, local_ids [n_slots] (-1 where dropped).
+// count, 0) of at most bt slots in expert order, meta[0] = number of tiles, meta[1] = n_valid, local_ids
+// [n_slots] (-1 where dropped). split > 0: an expert's last tile of at most split slots goes to
+// tiles_small [<= E] instead (for a narrower kernel), meta[2] = their number (0 when split == 0).
 #define SORT_THREADS 1024
 #define SORT_MAX_E 256
 extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
 moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
-         int e_local, int bt, int* __restrict__ sorted_slot, int4* __restrict__ tiles, int* __restrict__ meta,
-         int* __restrict__ local_ids) {
+         int e_local, int bt, int split, int* __restrict__ sorted_slot, int4* __restrict__ tiles,
+         int4* __restrict__ tiles_small, int* __restrict__ meta, int* __restrict__ local_ids) {
     __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nthr = blockDim.x, nwarp = nthr >> 5;                // 256 or 1024 threads
@@ -165,61 +167,83 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
     const unsigned lt_mask = (1u << lane) - 1u;
     for (int i = tid; i < nwarp * SORT_MAX_E; i += nthr) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
     __syncthreads();
-    for (int base = lo; base < hi; base += 32) {                   // pass 1: count
-        const int i = base + lane;
-        int l = -1;
-        if (i < hi) {
-            const int g = ids[i];
-            if (g >= 0 && g < e_global) l = expert_map ? expert_map[g] : g;
-            if (l >= e_local) l = -1;
-            local_ids[i] = l;
+    constexpr int SU = 8;                         // rounds whose loads are issued together
+    for (int base = lo; base < hi; base += 32 * SU) {               // pass 1: count
+        int l[SU];
+#pragma unroll
+        for (int u = 0; u < SU; ++u) {
+            const int i = base + 32 * u + lane;
+            const int g = (i < hi) ? ids[i] : -1;
+            l[u] = (g >= 0 && g < e_global) ? g : -1;
         }
-        const unsigned same = __match_any_sync(0xffffffffu, l);
-        if (l >= 0 && (same & lt_mask) == 0) wcnt[warp][l] += __popc(same);     // one lane per expert
-        __syncwarp();
+        if (expert_map) {
+#pragma unroll
+            for (int u = 0; u < SU; ++u) if (l[u] >= 0) l[u] = expert_map[l[u]];
+        }
+#pragma unroll
+        for (int u = 0; u < SU; ++u) {
+            const int i = base + 32 * u + lane;
+            if (l[u] >= e_local) l[u] = -1;
+            if (i < hi) local_ids[i] = l[u];
+            const unsigned same = __match_any_sync(0xffffffffu, l[u]);
+            if (l[u] >= 0 && (same & lt_mask) == 0) wcnt[warp][l[u]] += __popc(same);   // one lane per expert
+            __syncwarp();
+        }
     }
     __syncthreads();
     {                                             // per expert: totals, scans over warps and experts (E <= 256)
-        __shared__ int wsum_c[8], wsum_t[8];
-        int c = 0, nt = 0, ic = 0, it = 0;
+        __shared__ int wsum_c[8], wsum_t[8], wsum_s[8];
+        int c = 0, nt = 0, ns = 0, ic = 0, it = 0, is = 0;
         if (tid < SORT_MAX_E) {
             if (tid < e_local)
                 for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
-            nt = (c + bt - 1) / bt;
-            ic = c; it = nt;
+            const int rem = c % bt;
+            ns = (rem > 0 && rem <= split) ? 1 : 0;               // the last tile goes to the small list
+            nt = (c + bt - 1) / bt - ns;
+            ic = c; it = nt; is = ns;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
                 const int yc = __shfl_up_sync(0xffffffffu, ic, o), yt = __shfl_up_sync(0xffffffffu, it, o);
-                if (lane >= o) { ic += yc; it += yt; }
+                const int ys = __shfl_up_sync(0xffffffffu, is, o);
+                if (lane >= o) { ic += yc; it += yt; is += ys; }
             }
-            if (lane == 31) { wsum_c[warp] = ic; wsum_t[warp] = it; }
+            if (lane == 31) { wsum_c[warp] = ic; wsum_t[warp] = it; wsum_s[warp] = is; }
         }
         __syncthreads();
         if (tid < SORT_MAX_E) {
-            int oc = 0, ot = 0;
-            for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; }
-            const int ex_c = oc + ic - c, ex_t = ot + it - nt;
+            int oc = 0, ot = 0, os = 0;
+            for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; os += wsum_s[w]; }
+            const int ex_c = oc + ic - c, ex_t = ot + it - nt, ex_s = os + is - ns;
             if (tid < e_local) {
                 int p = ex_c;                                      // warp w's first position for expert tid
                 for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
                 for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
+                if (ns) tiles_small[ex_s] = make_int4(tid, ex_c + nt * bt, c - nt * bt, 0);
             }
-            if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; }
+            if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; meta[2] = os + is; }
         }
     }
     __syncthreads();
-    for (int base = lo; base < hi; base += 32) {                   // pass 2: scatter
-        const int i = base + lane;
-        const int l = (i < hi) ? local_ids[i] : -1;                 // this thread's own pass-1 write
-        const unsigned same = __match_any_sync(0xffffffffu, l);
-        int pos = 0;
-        if (l >= 0) pos = wcnt[warp][l] + __popc(same & lt_mask);
-        __syncwarp();
-        if (l >= 0) {
-            sorted_slot[pos] = i;
-            if ((same & lt_mask) == 0) wcnt[warp][l] += __popc(same);
+    for (int base = lo; base < hi; base += 32 * SU) {               // pass 2: scatter
+        int l[SU];
+#pragma unroll
+        for (int u = 0; u < SU; ++u) {
+            const int i = base + 32 * u + lane;
+            l[u] = (i < hi) ? local_ids[i] : -1;                      // this thread's own pass-1 write
         }
-        __syncwarp();
+#pragma unroll
+        for (int u = 0; u < SU; ++u) {
+            const int i = base + 32 * u + lane;
+            const unsigned same = __match_any_sync(0xffffffffu, l[u]);
+            int pos = 0;
+            if (l[u] >= 0) pos = wcnt[warp][l[u]] + __popc(same & lt_mask);
+            __syncwarp();
+            if (l[u] >= 0) {
+                sorted_slot[pos] = i;
+                if ((same & lt_mask) == 0) wcnt[warp][l[u]] += __popc(same);
+            }
+            __syncwarp();
+        }
     }
 }
 
@@ -824,7 +848,9 @@ extern "C" __global__ void moe_permute_x(const u16* __restrict__ x, int n_rows, 
 }
 
 #if MOE_HOPPER
-__device__ __forceinline__ void wgmma_n128(float (&d)[64], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+// D[64 x N] += A[64 x 16] (registers, bf16) * B[16 x N] (shared memory, bf16, K-major descriptor); d = the
+// thread's N/2 fp32 accumulators (constant indices only, so they stay in registers).
+__device__ __forceinline__ void wgmma_n128(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
@@ -845,7 +871,7 @@ __device__ __forceinline__ void wgmma_n128(float (&d)[64], u32 a0, u32 a1, u32 a
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
 }
 
-__device__ __forceinline__ void wgmma_n64(float (&d)[32], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+__device__ __forceinline__ void wgmma_n64(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
@@ -873,9 +899,12 @@ __device__ __forceinline__ unsigned long long wgmma_desc(u32 saddr) {
            (1ull << 62);
 }
 
-template <int BN>
-__device__ __forceinline__ void wgmma_bn(float (&d)[BN / 2], u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
-    if constexpr (BN == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
+// N = the instruction's token count (BN). (Issuing the n64 form for tiles of <= 64 tokens in the 128-token
+// configs made ptxas serialize every wgmma for lack of registers: measured 5% slower at 16384 tokens.)
+template <int N>
+__device__ __forceinline__ void wgmma_n(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    static_assert(N == 128 || N == 64, "wgmma N");
+    if constexpr (N == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
     else wgmma_n64(d, a0, a1, a2, a3, desc);
 }
 #endif
@@ -885,7 +914,7 @@ struct HopperShape {
     static constexpr int BR = 64 * NWG, NTHR = 128 * NWG;
     static constexpr int XS = BN * 256, WS = BR * 64, SS = BR * 4;
     static constexpr int STAGE = (XS + WS + SS + 1023) / 1024 * 1024;
-    static constexpr int SMEM = ST * STAGE + BN * 16 + 1024;         // + row offsets, slots, gammas + slack
+    static constexpr int SMEM = ST * STAGE + BN * 12 + 1024;         // + row offsets, slots, gammas + slack
 };
 
 template <int NWG, int BN, int ST, bool GATED>
@@ -895,8 +924,10 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
-    long* s_row = reinterpret_cast<long*>(smem + ST * STAGE);     // element offset of each tile row, -1
-    int* s_slot = reinterpret_cast<int*>(s_row + BN);               // slot of each tile column
+    int* s_row = reinterpret_cast<int*>(smem + ST * STAGE);      // element offset of each tile row's
+                                                                  // chunk tid % 16 in X (< 2**31: checked
+                                                                  // by the launcher), -1: zero-fill
+    int* s_slot = s_row + BN;                                     // slot of each tile column
     float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3, wg = warp >> 2, wq = warp & 3;
@@ -905,11 +936,11 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     const int4 tl = A.tiles[tile];
     const int expert = tl.x, start = tl.y, count = tl.z;
     for (int c = tid; c < BN; c += NTHR) {
-        long r = -1;
+        int r = -1;
         if (c < count) {
             const int pos = start + c;
             const int slot = A.sorted_slot[pos];
-            r = (GATED ? (long)(slot / A.top_k) : (long)pos) * A.ldx;
+            r = (GATED ? slot / A.top_k : pos) * A.ldx;
             s_slot[c] = slot;
             s_gamma[c] = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));
         }
@@ -923,19 +954,13 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     const u32* Sb = A.S + (long)expert * nsb_all * A.rows_p + rowblk;
     const int nsb = (A.kblocks + 3) >> 2;
     const u32 smem_base = (u32)__cvta_generic_to_shared(smem);
-    // A thread's copies are the same every superblock: x chunk ch = tid % 16 of rows tid/16 + 32j, weight
-    // chunk tid % 4 of rows tid/4 + 128j; sources and destinations are computed once here.
-    constexpr int XJ = BN * 16 / NTHR, WJ = BR * 4 / NTHR;
-    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && NTHR % 16 == 0, "copy split");
+    // A thread's copies are the same every superblock: x chunk ch = tid % 16 of rows tid/16 + j*NTHR/16
+    // (NTHR/16 is a multiple of 8, so the swizzle term is the same for every j; row offsets come from
+    // s_row), weight chunk tid % 4 of rows tid/4 + j*NTHR/4 (offsets computed once here).
+    constexpr int XJ = BN * 16 / NTHR, WJ = BR * 4 / NTHR, XROWS = NTHR / 16;
+    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && XROWS % 8 == 0, "copy split");
     const int xch = tid & 15;
-    int xsrc[XJ];                             // element offset in X (< 2**31: checked by the launcher), -1
-    u32 xdst[XJ];
-#pragma unroll
-    for (int j = 0; j < XJ; ++j) {
-        const int c = (tid >> 4) + j * (NTHR / 16);
-        xsrc[j] = s_row[c] >= 0 ? (int)s_row[c] + xch * 8 : -1;
-        xdst[j] = (xch >> 3) * (BN * 128) + c * 128 + (((xch & 7) ^ (c & 7)) << 4);
-    }
+    const u32 xdst = (xch >> 3) * (BN * 128) + (tid >> 4) * 128 + (((xch & 7) ^ ((tid >> 4) & 7)) << 4);
     int wsrc[WJ];                             // uint4 offset from Wb, -1 past the real rows
 #pragma unroll
     for (int j = 0; j < WJ; ++j) {
@@ -948,8 +973,9 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             const bool kok = sb * 4 + (xch >> 2) < A.kblocks;
 #pragma unroll
             for (int j = 0; j < XJ; ++j) {
-                const bool ok = kok && xsrc[j] >= 0;
-                cp_async16s(st + xdst[j], A.X + (ok ? xsrc[j] + sb * 128 : 0), ok ? 16 : 0);
+                const int r = s_row[(tid >> 4) + j * XROWS];
+                const bool ok = kok && r >= 0;
+                cp_async16s(st + xdst + j * XROWS * 128, A.X + (ok ? r + sb * 128 + xch * 8 : 0), ok ? 16 : 0);
             }
 #pragma unroll
             for (int j = 0; j < WJ; ++j)
@@ -959,40 +985,49 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
         }
         cp_async_commit();                                        // empty groups keep the count uniform
     };
+    // LEAD = ST - 2 superblocks are loaded ahead: the load of sb + LEAD is issued at the top of iteration
+    // sb, into the stage last read by superblock sb - 2, which every warpgroup has finished (see the
+    // wait_group note above). (Two blocks per SM with two stages and the load issued mid-iteration, and
+    // 256-token tiles with two warpgroups, were measured slower: BENCHMARKS.md.)
+    constexpr int LEAD = ST - 2;
+    static_assert(ST >= 3, "stages");
     float d[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
 #pragma unroll
-    for (int s = 0; s < ST - 2; ++s) issue(s);
+    for (int s = 0; s < LEAD; ++s) issue(s);
     const int r0 = 64 * wg + 16 * wq + g;                         // this thread's rows r0, r0 + 8 in the block
     for (int sb = 0; sb < nsb; ++sb) {
-        cp_async_wait<ST - 3>();
+        cp_async_wait<LEAD - 1>();
         fence_proxy_async();                                      // cp.async writes -> wgmma's async proxy
-        __syncthreads();                                          // stage sb landed; stage sb-2 is free
-        issue(sb + ST - 2);
+        __syncthreads();                                          // stage sb landed
+        issue(sb + LEAD);
+        const unsigned char* st = smem + (sb % ST) * STAGE;
+        uint4 w0 = make_uint4(0, 0, 0, 0), w1 = w0;
+        u32 s0 = 0, s1 = 0;
+        bool slow = false;
         if (wg_valid) {
-            const unsigned char* st = smem + (sb % ST) * STAGE;
-            const uint4 w0 = reinterpret_cast<const uint4*>(st + XS)[r0 * 4 + t];
-            const uint4 w1 = reinterpret_cast<const uint4*>(st + XS)[(r0 + 8) * 4 + t];
-            const u32 s0 = reinterpret_cast<const u32*>(st + XS + WS)[r0];
-            const u32 s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
-            const bool slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
-            const u32 xa = smem_base + (sb % ST) * STAGE;
+            w0 = reinterpret_cast<const uint4*>(st + XS)[r0 * 4 + t];
+            w1 = reinterpret_cast<const uint4*>(st + XS)[(r0 + 8) * 4 + t];
+            s0 = reinterpret_cast<const u32*>(st + XS + WS)[r0];
+            s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
+            slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
+        }
+        const u32 xa = smem_base + (sb % ST) * STAGE;
 #pragma unroll
-            for (int b = 0; b < 4; ++b) {
-                if (sb * 4 + b >= A.kblocks) break;
-                const u32 q0 = (b == 0) ? w0.x : (b == 1) ? w0.y : (b == 2) ? w0.z : w0.w;
-                const u32 q1 = (b == 0) ? w1.x : (b == 1) ? w1.y : (b == 2) ? w1.z : w1.w;
-                u32 a0[4], a1[4];
-                wgmma_wait<1>();                                  // the group of block b-2 is done
-                if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
-                else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
-                wgmma_fence();
-                const unsigned long long desc = wgmma_desc(xa + (b >> 1) * (BN * 128) + (b & 1) * 64);
-                wgmma_bn<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);          // k16 step 0
-                wgmma_bn<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);      // step 1: 32 bytes on
-                wgmma_commit();
-            }
+        for (int b = 0; b < 4; ++b) {
+            if (!wg_valid || sb * 4 + b >= A.kblocks) continue;
+            const u32 q0 = (b == 0) ? w0.x : (b == 1) ? w0.y : (b == 2) ? w0.z : w0.w;
+            const u32 q1 = (b == 0) ? w1.x : (b == 1) ? w1.y : (b == 2) ? w1.z : w1.w;
+            u32 a0[4], a1[4];
+            wgmma_wait<1>();                                      // the group of block b-2 is done
+            if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
+            else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
+            wgmma_fence();
+            const unsigned long long desc = wgmma_desc(xa + (b >> 1) * (BN * 128) + (b & 1) * 64);
+            wgmma_n<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);                // k16 step 0
+            wgmma_n<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);            // step 1: 32 bytes on
+            wgmma_commit();
         }
     }
     wgmma_wait<0>();
@@ -1008,7 +1043,6 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 #endif
 }
 
-// name, NWG, BN, ST (block rows 64*NWG, tokens BN, threads 128*NWG; dynamic smem HopperShape::SMEM bytes)
 #define DEFINE_GEMM_HOPPER(name, NWG, BN, ST)                                                           \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS) {          \
         GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, true>(A);                                      \
@@ -1017,8 +1051,10 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
         GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, false>(A);                                     \
     }
 
-DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroups: 197 KB smem
-DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 132 KB smem
+// name, NWG, BN, ST (block rows 64*NWG, tokens BN, threads 128*NWG, ST stages; dynamic smem
+// HopperShape::SMEM bytes; one block per SM)
+DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroups: 198 KB smem
+DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
 
 // ------------------------------------------------------------------------------------------------
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
