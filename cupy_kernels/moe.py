@@ -2,7 +2,7 @@
 
 Same names, arguments and numerics as the spec (``mxfp4ref.moe.forward.fused_moe``, ``pipeline="bf16"``):
 bf16 hidden states, MXFP4 weights dequantized in registers to bf16 (exactly), fp32 accumulation on tensor
-cores (``mma.sync`` m16n8k16), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
+cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 from 12 tokens per expert), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
 weight), a bf16 row per (token, slot), the fp32 sum of a token's rows in slot order, bf16 output. No
 floating-point atomics: the same inputs give the same bits on every run.
 
@@ -23,6 +23,8 @@ Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
   * w13: R = 2*Ip (Ip = I rounded up to 128); 16-row tile i = gate rows of channels 8i..8i+7, then the
     up rows of the same channels, whatever the source ``gate_up`` layout ("interleaved" or "concatenated").
   * w2: R = H rounded up to 256 (extra rows zero, never read).
+The Hopper configs also need the activations with k permuted inside each 32-block (spec/30-layouts.md
+section 30.9): x is permuted by a small kernel per call, the intermediate is written permuted.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Run every kernel of cupy_kernels once at a small size (for compute-sanitizer memcheck / racecheck).
+"""Run every kernel of cupy_kernels once at a small size (for compute-sanitizer memcheck / racecheck),
+the fused MoE layer in every configuration included.
 
     compute-sanitizer --tool memcheck python3 tools/sanitize_kernels.py
 Shapes are chosen so that partial grid-stride iterations, odd block counts and padding occur.
@@ -50,9 +51,33 @@ def main():
     for fused in (False, True):
         got = ck.align_block_size(cp.asarray(big), 16, 40, fused=fused)
         ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
+    ok &= fused_moe_all_configs(rng)
     cp.cuda.Device().synchronize()
     print("sanitize_kernels: values", "OK" if ok else "DIFFER")
     return 0 if ok else 1
+
+
+def fused_moe_all_configs(rng):
+    """The fused MoE layer in every kernel configuration (the Hopper ones where the device has wgmma) and
+    the naive path, at token counts giving partial tiles, empty experts and small-tile lists (E=5, k=2,
+    H=96, I=160: K ends one 32-block past a superblock). Checked here: finite outputs only (the error
+    bound is the GPU tests' job)."""
+    from cupy_kernels import moe as fm
+    from mxfp4ref.moe.random_weights import random_moe_weights
+    w = random_moe_weights(5, 96, 160, seed=1)
+    dw = fm.to_device(w, keep_raw=True)
+    configs = [c for c in fm.CONFIGS if c not in fm.HOPPER_CONFIGS or fm.hopper_available()]
+    ok = True
+    for T in (1, 7, 333):
+        x = rng.standard_normal((T, 96)).astype(ml_dtypes.bfloat16)
+        logits = rng.standard_normal((T, 5)).astype(np.float32)
+        tw, ids = mxfp4ref.route(logits, 2)
+        for cfg in configs:
+            out = fm.fused_moe(x, dw, tw, ids, config=cfg).get().view(ml_dtypes.bfloat16)
+            ok &= bool(np.isfinite(out.astype(np.float32)).all())
+        fm.fused_moe(x, dw, tw, ids, impl="naive")
+        fm.moe_forward(x, cp.asarray(logits), dw, 2)
+    return ok
 
 
 if __name__ == "__main__":

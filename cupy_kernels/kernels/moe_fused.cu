@@ -1,17 +1,22 @@
 // moe_fused.cu -- the fused MXFP4 MoE forward (gpt-oss layer) on tensor cores, for CuPy/NVRTC.
-// Builds for sm_80 and later (mma.sync m16n8k16 bf16, cp.async; bf16x2 multiply via fma on sm_80).
+// Builds for sm_80 and later (mma.sync m16n8k16 bf16, cp.async; bf16x2 multiply via fma on sm_80); the
+// Hopper kernels (wgmma) are real only when built for sm_90a (the loader does so on compute capability 9.0).
 //
 // What: out[t] = sum over token t's valid slots j of  w_tj * (W2_e . act(W13_e . x_t + b13_e) + b2_e)
 //       with bf16 x, MXFP4 weights dequantized IN REGISTERS to bf16 (exactly), fp32 accumulation on the
-//       tensor cores (mma.sync m16n8k16 bf16, inline PTX), fp32 bias + activation epilogue, a bf16
+//       tensor cores (mma.sync m16n8k16 or wgmma m64nNk16 bf16, inline PTX), fp32 bias + activation, a bf16
 //       intermediate, a bf16 per-(token, slot) result and a deterministic fp32 sum over a token's slots
 //       in slot order (no floating-point atomics anywhere: the same inputs give the same bits).
 //
-// Kernels (launched in this order by cupy_kernels/fused_moe.py; no host synchronisation in between):
+// Kernels (launched in this order by cupy_kernels/moe.py::fused_moe; no host synchronisation in between):
 //   moe_sort          1 block x 1024: map ids through expert_map, count per expert, stable counting sort
 //                     of the T*k slots by local expert, tile table (expert, start, count) of BT tokens.
+//   moe_permute_x     (Hopper configs) x -> x with k permuted per 32-block, zero-padded to Hp.
 //   moe_gemm1_<cfg>   grid (row blocks of w13, tiles): gathered x . W13^T + b13 -> activation -> bf16
-//                     intermediate [sorted position, Ip].
+//                     intermediate [sorted position, Ip]. <cfg> = decode / mid / large (mma.sync,
+//                     registers), stream / streamw (weights streamed, x in smem), tiled* (cp.async
+//                     stages), hopper / hopper64 (wgmma; the last tile of each expert of <= 64 tokens runs
+//                     in hopper64 from moe_sort's small-tile list).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
