@@ -25,7 +25,7 @@ NAMES = ("mx_dequantize_naive<0>", "mx_dequantize_naive<1>",
 _OUT = {"float32": 0, "bfloat16": 1}
 THREADS = 256
 CHUNK = {0: 4, 1: 8}            # elements per thread-chunk of mx_dequantize_fast (float32, bfloat16)
-UNROLL = {0: 8, 1: 1}           # chunks per thread per grid-stride step (the kernel's U)
+UNROLL = {0: 8, 1: 2}           # chunks per thread per grid-stride step (the kernel's U)
 
 
 def dequantize(packed, scales, axis: int = -1, *, dtype=np.float32, block_size: int = 32,

@@ -15,7 +15,7 @@
 //                             (float32) consecutive elements: it reads 4 / 2 bytes of codes and the
 //                             block's scale byte and writes ONE 16-byte vector, so a warp's store is
 //                             512 contiguous bytes. U chunks per thread at stride blockDim.x (bfloat16
-//                             1, float32 8), loads first. Launch: 256 threads, grid-stride over chunks.
+//                             2, float32 8), loads first. Launch: 256 threads, grid-stride over chunks.
 //                             bfloat16 chunks are decoded by byte permutes (mxk_bf16_dequant_chunk8)
 //                             and stored with st.global.cs (streaming: the output is not read again
 //                             by this kernel, so L2 may evict it first).
@@ -23,7 +23,10 @@
 // Measured (8192x8192 -> bfloat16, fraction of the device copy bandwidth of the same run): the v1 decode
 // (8 float32 bit patterns per chunk, ~10 integer instructions per element, U = 4) 84.6-84.9% on an H200
 // and 90.0-90.2% on an H100; the permute decode (~3 per element) 87.1-88.2% on the H200 (U = 4 or 2);
-// this kernel (permute decode, U = 1, streaming stores) 91.3-91.6% on the H100 (4096x8192: 85% -> 91-92%).
+// permute decode, U = 1, streaming stores: 91.3-91.6% on the H100 (4096x8192: 85% -> 91-92%) but 82% on
+// the H200. Same-run sweep on an H200 (8192x8192 / 4096x8192 / 184320x2880): U=1 .cs 82 / 86 / 89%,
+// U=1 plain 82 / 75 / 89%, U=2 plain 86.5 / 79 / 94%, U=2 .cs (this kernel) 87.2 / 86.1 / 95.0%, U=4
+// plain 85 / 77.5 / 93%.
 // Threads that each read 8 or 16 code bytes and write 2 or 4 adjacent 16-byte vectors were ~2x slower
 // (a warp's store then covers every other 16 bytes of 1 KiB instead of 512 contiguous bytes); a
 // persistent grid (one wave of resident blocks) and 1024-thread blocks were 4-6 points slower.
@@ -104,7 +107,7 @@ __device__ __forceinline__ void mxk_store_cs(void* p, mxk_u32 x, mxk_u32 y, mxk_
                  : "memory");
 }
 
-#define MXK_D_UNROLL_BF16 1
+#define MXK_D_UNROLL_BF16 2
 #define MXK_D_UNROLL_F32 8
 
 template <int OUT>
