@@ -929,9 +929,9 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
-    int* s_row = reinterpret_cast<int*>(smem + ST * STAGE);      // element offset of each tile row's
-                                                                  // chunk tid % 16 in X (< 2**31: checked
-                                                                  // by the launcher), -1: zero-fill
+    int* s_row = reinterpret_cast<int*>(smem + ST * STAGE);      // element offset of each tile row in X
+                                                                  // (< 2**31: checked by the launcher),
+                                                                  // -1: a row past the tile (zero-fill)
     int* s_slot = s_row + BN;                                     // slot of each tile column
     float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
