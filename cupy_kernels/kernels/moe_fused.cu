@@ -279,8 +279,7 @@ struct GemmArgs {
     int weight_on_input;     // 1: gamma multiplies GEMM1's activation output, not GEMM2's row
 };
 
-// Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
-// Position of logical k inside its 32-block in the Hopper path's activation layout (see kperm_pos below).
+// Column of logical k in the Hopper path's activation layout (defined with that path, below).
 __device__ __forceinline__ int kperm(int k);
 
 // Tile column c -> (slot, gamma = bf16(router weight) as triton_kernels' make_routing_data, spec
