@@ -2,7 +2,7 @@
 
 Same names, arguments and numerics as the spec (``mxfp4ref.moe.forward.fused_moe``, ``pipeline="bf16"``):
 bf16 hidden states, MXFP4 weights dequantized in registers to bf16 (exactly), fp32 accumulation on tensor
-cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 from 12 tokens per expert), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
+cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 above 16 tokens per expert), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
 weight), a bf16 row per (token, slot), the fp32 sum of a token's rows in slot order, bf16 output. No
 floating-point atomics: the same inputs give the same bits on every run.
 
@@ -13,10 +13,13 @@ Weights: ``to_device(MoEWeights)`` converts the spec's (vLLM's) layout once into
 the forward then reads each weight byte with 16-byte loads and converts FP4 -> bf16 with bit operations.
 
 Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
-  * weights ``uint32 [E, R, Kp/128, 4 (t), 4 (b)]``: word (sb, t, b) holds the 8 codes of
-    k = 128*sb + 32*b + 8*t + j (j = 0..7), code j in nibble slot (j % 2)*4 + 3 - j//2. From vLLM's
-    ``[E, R, K/2]`` bytes: view each 64-byte run as 16 words indexed (b, t), transpose to (t, b), and
-    permute the nibbles of each word. Padding codes are 0.
+  * weights ``uint32 [E, R/16, Kp/128, 16 (row), 4 (t), 4 (b)]``: word (row 16*G + row, sb, t, b) holds
+    the 8 codes of k = 128*sb + 32*b + 8*t + j (j = 0..7), their bits placed by code_bit_positions().
+    A 16-row group's superblock (what one warp reads per step) is 1 KB of contiguous memory: streaming
+    64-byte pieces of row-major rows instead reached only ~65% of the DRAM rate (BENCHMARKS.md). From
+    vLLM's ``[E, R, K/2]`` bytes: view each 64-byte run as 16 words indexed (b, t), transpose to (t, b),
+    place the code bits of each word, and move the superblock axis in front of the row-in-group axis.
+    Padding codes are 0.
   * scales ``uint32 [E, Kp/128, R]``: the 4 E8M0 bytes of (superblock, row), byte b = 32-block b
     (vLLM's bytes, rows reordered, padded with 127 = 1.0, superblock-major so rows are contiguous).
   * bias ``float32 [E, R]`` (zeros when the layer has none).
@@ -57,13 +60,15 @@ def _hopper_smem(warpgroups, tokens, stages):
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / streamw, then hopper64 / hopper
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / stream16, then hopper64 / hopper
 # on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
     "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
+    # 16-token tiles: each dequantized weight feeds 1 or 2 mma; activations through a 4-stage cp.async ring
+    "stream16": (128, 16, 256, 4 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
     "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
@@ -133,10 +138,10 @@ class DeviceMoEWeights:
     hidden_size: int
     intermediate_size: int
     gate_up: str
-    w13: object            # cupy uint32 [E, 2*Ip, Hp/8]
+    w13: object            # cupy uint32 [E, 2*Ip/16, Hp/128, 16, 16]
     s13: object            # cupy uint32 [E, Hp/128, 2*Ip]
     b13: object            # cupy float32 [E, 2*Ip]
-    w2: object             # cupy uint32 [E, Hr, Ip/8]
+    w2: object             # cupy uint32 [E, Hr/16, Ip/128, 16, 16]
     s2: object             # cupy uint32 [E, Ip/128, Hr]
     b2: object             # cupy float32 [E, Hr]
     has_bias: bool
@@ -144,11 +149,11 @@ class DeviceMoEWeights:
 
     @property
     def hidden_padded(self) -> int:
-        return self.w13.shape[2] * 8
+        return self.s13.shape[1] * 128
 
     @property
     def intermediate_padded(self) -> int:
-        return self.w2.shape[2] * 8
+        return self.s2.shape[1] * 128
 
     @property
     def nbytes(self) -> int:
@@ -159,12 +164,31 @@ class DeviceMoEWeights:
                 f"gate_up={self.gate_up!r}, bias={self.has_bias})")
 
 
-def _nibble_permute(words):
-    """uint32 words with code j in nibble j -> code j in nibble (j % 2)*4 + 3 - j//2 (works on numpy/cupy)."""
+# Code pair p = (codes 2p, 2p+1) of a kernel word becomes the bf16x2 (value * 2**-126) with
+#   (rotl(word, a_p) & 0x80008000) | (rotl(word, b_p) & 0x01c001c0)      (one AND when a_p = b_p = 0)
+# (moe_fused.cu::fp4pair): the sign of the pair's low / high code lands on bit 15 / 31, its e1 e0 m bits
+# on 8..6 / 24..22. These rotations are the cheapest choice found by exhaustive search over per-pair
+# rotations (11 integer operations per word instead of 15 for 4-bit nibbles).
+PAIR_ROTATIONS = ((0, 0), (3, 3), (1, 6), (2, 13))     # (a_p, b_p) for p = 0..3
+
+
+def code_bit_positions() -> np.ndarray:
+    """(8, 4) int: bit of the kernel word that holds bit i (0 = m, 1 = e0, 2 = e1, 3 = sign) of code j."""
+    pos = np.zeros((8, 4), np.int64)
+    for p, (a, b) in enumerate(PAIR_ROTATIONS):
+        for half in (0, 1):
+            j, base = 2 * p + half, 16 * half
+            pos[j, 3] = (base + 15 - a) % 32
+            pos[j, :3] = [(base + 6 - b) % 32, (base + 7 - b) % 32, (base + 8 - b) % 32]
+    return pos
+
+
+def _bit_permute(words):
+    """uint32 words with code j in nibble j -> the kernel bit placement (code_bit_positions; numpy/cupy)."""
     out = words & 0                                      # same array type and dtype, zeros
-    for j in range(8):
-        slot = (j % 2) * 4 + 3 - j // 2
-        out |= ((words >> (4 * j)) & 0xF) << (4 * slot)
+    for j, bits in enumerate(code_bit_positions()):
+        for i, dst in enumerate(bits):
+            out |= ((words >> (4 * j + i)) & 1) << int(dst)
     return out
 
 
@@ -172,7 +196,8 @@ def kernel_layout(packed, scales, row_src, k_padded: int):
     """vLLM layout -> kernel layout for one weight, on numpy or cupy arrays.
 
     packed (E, R0, K/2) uint8, scales (E, R0, K/32) uint8, row_src (R,) int64: kernel row r takes source
-    row row_src[r] (-1: a zero row). Returns (words uint32 (E, R, Kp/8), scales uint8 (E, R, Kp/32))."""
+    row row_src[r] (-1: a zero row; R a multiple of 16). Returns (words uint32 (E, R/16, Kp/128, 16, 16)
+    = (expert, 16-row group, superblock, row in group, word 4*t + b), scales uint32 (E, Kp/128, R))."""
     xp = cp.get_array_module(packed) if cp is not None else np
     E, _, kh = packed.shape
     K = 2 * kh
@@ -185,11 +210,11 @@ def kernel_layout(packed, scales, row_src, k_padded: int):
     dst = xp.nonzero(valid)[0]
     P[:, dst, :kh] = packed[:, src]
     S[:, dst, :K // 32] = scales[:, src]
-    w = P.view(xp.uint32).reshape(E, R, k_padded // 128, 4, 4)            # (..., b, t)
-    w = xp.ascontiguousarray(w.transpose(0, 1, 2, 4, 3))                   # (..., t, b)
-    w = _nibble_permute(w)
+    w = P.view(xp.uint32).reshape(E, R // 16, 16, k_padded // 128, 4, 4)   # (E, group, row, sb, b, t)
+    w = xp.ascontiguousarray(w.transpose(0, 1, 3, 2, 5, 4))                 # (E, group, sb, row, t, b)
+    w = _bit_permute(w)
     S = xp.ascontiguousarray(S.view(xp.uint32).transpose(0, 2, 1))    # (E, Kp/128, R)
-    return w.reshape(E, R, k_padded // 8), S
+    return w.reshape(E, R // 16, k_padded // 128, 16, 16), S
 
 
 def w13_row_sources(intermediate_size: int, gate_up: str, rows: int) -> np.ndarray:
@@ -327,8 +352,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:
         return "decode"          # 1-2 tokens: split-K over 8 warps
-    if per_expert <= 12:
-        return "streamw"         # weights streamed once per 8-token tile
+    if per_expert <= 16:
+        return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)
         return "hopper64" if per_expert <= 40 else "hopper"
     if per_expert <= 40:
@@ -468,14 +493,14 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
             br, _, thr, sm = CONFIGS[c]
             add(f"moe_gemm1_{c}", ((rows13 + br - 1) // br, ntiles), (thr,),
                 (dw.w13, dw.s13, dw.b13, x1, ws.sorted_slot, tiles, meta, tw, ws.inter, i32(ldx1), i32(Ip),
-                 i32(dw.w13.shape[1]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in),
+                 i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in),
                 sm(Hp) if callable(sm) else sm)
         rows2 = _round_up(H, 16)
         for c, tiles, meta, ntiles in parts:
             br, _, thr, sm = CONFIGS[c]
             add(f"moe_gemm2_{c}", ((rows2 + br - 1) // br, ntiles), (thr,),
                 (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, tiles, meta, tw, ws.y, i32(Ip), i32(H),
-                 i32(dw.w2.shape[1]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
+                 i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
     add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))

@@ -27,16 +27,42 @@ E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6],
 # --------------------------------------------------------------------------------------------------
 # CPU: the kernel layout (numpy path of the same conversion code)
 # --------------------------------------------------------------------------------------------------
-def decode_kernel_layout(words, scales, K):
-    """Inverse of fm.kernel_layout for checking: (E, R, Kp/8) words + (E, Kp/128, R) scales -> (E, R, K)."""
-    E, R, kw = words.shape
-    scales = np.ascontiguousarray(scales.transpose(0, 2, 1)).view(np.uint8)       # (E, R, Kp/32)
-    kp = kw * 8
-    w = words.reshape(E, R, kp // 128, 4, 4)                       # (sb, t, b)
-    codes = np.zeros((E, R, kp // 128, 4, 4, 8), np.uint8)         # (sb, t, b, j)
+def rotl32(x, n):
+    x = np.asarray(x, np.uint32)
+    return x if n == 0 else (x << np.uint32(n)) | (x >> np.uint32(32 - n))
+
+
+def pair_bf16x2(words, p):
+    """The kernels' decode of code pair p (moe_fused.cu::fp4pair), in numpy: bf16x2 bits of value * 2**-126."""
+    a, b = fm.PAIR_ROTATIONS[p]
+    return (rotl32(words, a) & np.uint32(0x80008000)) | (rotl32(words, b) & np.uint32(0x01C001C0))
+
+
+def test_code_bit_placement_is_a_permutation_and_pairs_decode():
+    pos = fm.code_bit_positions()
+    assert sorted(pos.ravel().tolist()) == list(range(32))
+    # every code in every slot: word with code c in nibble j (others random) -> pair decode gives c
+    rng = np.random.default_rng(7)
     for j in range(8):
-        slot = (j % 2) * 4 + 3 - j // 2
-        codes[..., j] = (w >> np.uint32(4 * slot)) & np.uint32(0xF)
+        for c in range(16):
+            nib = rng.integers(0, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+            nib = (nib & ~np.uint32(0xF << (4 * j))) | np.uint32(c << (4 * j))
+            bits = (pair_bf16x2(fm._bit_permute(nib), j // 2) >> np.uint32(16 * (j % 2))) & np.uint32(0xFFFF)
+            assert (bits == np.uint32(((c >> 3) << 15) | ((c & 7) << 6))).all(), (j, c)
+
+
+def decode_kernel_layout(words, scales, K):
+    """Inverse of fm.kernel_layout for checking: (E, R/16, Kp/128, 16, 16) words + (E, Kp/128, R) scales
+    -> (E, R, K)."""
+    E, G, nsb = words.shape[:3]
+    R, kp = 16 * G, 128 * nsb
+    scales = np.ascontiguousarray(scales.transpose(0, 2, 1)).view(np.uint8)       # (E, R, Kp/32)
+    w = words.reshape(E, G, nsb, 16, 4, 4).transpose(0, 1, 3, 2, 4, 5).reshape(E, R, nsb, 4, 4)  # (sb, t, b)
+    codes = np.zeros((E, R, kp // 128, 4, 4, 8), np.uint8)         # (sb, t, b, j)
+    for p in range(4):
+        for half in (0, 1):
+            bits = (pair_bf16x2(w, p) >> np.uint32(16 * half)) & np.uint32(0xFFFF)   # s at 15, e e m at 8..6
+            codes[..., 2 * p + half] = ((bits >> np.uint32(12)) & np.uint32(8)) | ((bits >> np.uint32(6)) & np.uint32(7))
     codes = codes.transpose(0, 1, 2, 4, 3, 5).reshape(E, R, kp)   # k = 128 sb + 32 b + 8 t + j
     scale = np.ldexp(1.0, scales.astype(np.int64) - 127)
     vals = E2M1[codes] * np.repeat(scale, 32, axis=-1)
@@ -50,7 +76,7 @@ def test_kernel_layout_decodes_to_spec_rows(gate_up):
     Hp, Ip = 256, 128
     src = fm.w13_row_sources(I, gate_up, 2 * Ip)
     words, scales = fm.kernel_layout(w.w13_weight, w.w13_weight_scale, src, Hp)
-    assert words.dtype == np.uint32 and words.shape == (E, 2 * Ip, Hp // 8)
+    assert words.dtype == np.uint32 and words.shape == (E, 2 * Ip // 16, Hp // 128, 16, 16)
     got = decode_kernel_layout(words, scales, H)
     gate_idx, up_idx = w.gate_up_indices()
     for e in range(E):
@@ -137,7 +163,8 @@ def test_dequant_probe_all_codes_all_scales(general):
     logical = np.array([list(range(8)), list(range(8, 16))], np.uint32)      # (2, 8)
     words = np.zeros(2, np.uint32)
     for j in range(8):
-        words |= logical[:, j] << np.uint32(4 * ((j % 2) * 4 + 3 - j // 2))
+        words |= logical[:, j] << np.uint32(4 * j)                    # code j in nibble j
+    words = fm._bit_permute(words)                                   # -> the kernel bit placement
     W = np.tile(words, 256)
     S = np.repeat(np.arange(256, dtype=np.uint32), 2)
     got = _cp().asnumpy(fm.dequant_probe(W, S, general=general)).reshape(256, 2, 8)
@@ -164,7 +191,7 @@ def test_large_scale_bytes_take_the_exact_path():
     rng = np.random.default_rng(42)
     x = random_x(rng, 16, H)
     tw, ids = random_routing(rng, 16, E, k)
-    for cfg in ("stream", "decode", "tiled32"):
+    for cfg in ("stream", "stream16", "decode", "tiled32"):
         out = fm.fused_moe(x, fm.to_device(w), tw, ids, config=cfg)
         assert_within_bound(out, x, w, tw, ids)
 

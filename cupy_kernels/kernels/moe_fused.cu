@@ -14,7 +14,8 @@
 //   moe_permute_x     (Hopper configs) x -> x with k permuted per 32-block, zero-padded to Hp.
 //   moe_gemm1_<cfg>   grid (row blocks of w13, tiles): gathered x . W13^T + b13 -> activation -> bf16
 //                     intermediate [sorted position, Ip]. <cfg> = decode / mid / large (mma.sync,
-//                     registers), stream / streamw (weights streamed, x in smem), tiled* (cp.async
+//                     registers), stream / streamw (weights streamed, whole x tile in smem), stream16
+//                     (16-token tiles, x through a cp.async ring), tiled* (cp.async
 //                     stages), hopper / hopper64 (wgmma; the last tile of each expert of <= 64 tokens runs
 //                     in hopper64 from moe_sort's small-tile list).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
@@ -25,9 +26,12 @@
 //   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
 //
 // Kernel weight layout (built once by fused_moe.to_device; K = reduction axis, Kp = K rounded up to 128):
-//   W  [E, R, Kp/128, 4 (t), 4 (b)] uint32: word (sb, t, b) holds the 8 FP4 codes of k = 128*sb + 32*b
-//      + 8*t + j, j = 0..7, code j in nibble slot (j % 2) * 4 + 3 - j / 2 (so that pair p = (2p, 2p+1)
-//      is nibbles (3-p, 7-p): one shift + mask per bf16x2). Padding codes are 0.
+//   W  [E, R/16, Kp/128, 16 (row), 4 (t), 4 (b)] uint32: word (row 16*G + row, sb, t, b) holds the 8 FP4
+//      codes of k = 128*sb + 32*b + 8*t + j, j = 0..7, bits placed so that pair p = (2p, 2p+1) decodes
+//      with one or two rotates and masks (fp4pair, moe.py::code_bit_positions). Padding codes are 0.
+//      A 16-row group's superblock is 1 KB of contiguous memory (uint4 offset (e*R + 16*G)*Kp/32 + 64*sb
+//      + 4*row + t): what a warp reads per step. (Row-major rows, read 64 bytes per row per step, capped
+//      weight streaming at ~65% of the DRAM rate.)
 //   S  [E, Kp/128, R] uint32: the 4 E8M0 bytes of (superblock, row), byte b for 32-block b (little
 //      endian); padding bytes 127. (Rows of one superblock are contiguous: 16-byte copies of 4 rows.)
 //   b  [E, R] fp32 bias in kernel row order (zeros when the layer has none).
@@ -73,9 +77,21 @@ __device__ __forceinline__ u32 bf16x2_mul(u32 a, u32 b) {
     return d;
 }
 
-// 8 FP4 codes (kernel nibble order) and their E8M0 byte -> 4 bf16x2 = the 8 values, exactly.
-// Nibble s e e m goes to bf16 bits s at 15, e e m at 8..6: that is the value times 2**-126 (0.5 becomes
-// the bf16 subnormal 2**-127). One bf16 multiply by 2**(scale - 1) restores it when scale <= 128;
+// Pair p (codes 2p, 2p+1) of a kernel-order word as bf16x2 bits of value * 2**-126: code s e e m goes to
+// bf16 bits s at 15, e e m at 8..6 (0.5 becomes the bf16 subnormal 2**-127). The word's bit placement
+// (cupy_kernels/moe.py::code_bit_positions, PAIR_ROTATIONS) puts each pair's sign bits a_p and its e e m
+// bits b_p places below their targets (mod 32), so a pair costs one AND (p = 0), a rotate and an AND
+// (p = 1) or two rotates and two ANDs (p = 2, 3): 11 integer operations per word.
+__device__ __forceinline__ u32 rotl(u32 x, int n) { return __funnelshift_l(x, x, n); }
+__device__ __forceinline__ u32 fp4pair(u32 q, int p) {
+    if (p == 0) return q & 0x81c081c0u;
+    if (p == 1) return rotl(q, 3) & 0x81c081c0u;
+    if (p == 2) return (rotl(q, 1) & 0x80008000u) | (rotl(q, 6) & 0x01c001c0u);
+    return (rotl(q, 2) & 0x80008000u) | (rotl(q, 13) & 0x01c001c0u);
+}
+
+// 8 FP4 codes (kernel bit placement) and their E8M0 byte -> 4 bf16x2 = the 8 values, exactly.
+// fp4pair gives value * 2**-126; one bf16 multiply by 2**(scale - 1) restores it when scale <= 128;
 // larger scales take two exact multiplies (2**126, then 2**(scale - 127)); scale 255 is NaN.
 __device__ __forceinline__ void dequant8(u32 q, u32 sbyte, u32 out[4]) {
     u32 f1, f2;
@@ -91,9 +107,7 @@ __device__ __forceinline__ void dequant8(u32 q, u32 sbyte, u32 out[4]) {
     }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
-        u32 v = q << (4 * p);
-        u32 r = (v & 0x80008000u) | ((v >> 6) & 0x01c001c0u);
-        r = bf16x2_mul(r, f1);
+        u32 r = bf16x2_mul(fp4pair(q, p), f1);
         if (!fast) r = bf16x2_mul(r, f2);
         out[p] = r;
     }
@@ -103,12 +117,6 @@ template <bool B>
 struct BoolC {
     static constexpr bool value = B;
 };
-
-// Pair p (codes 2p, 2p+1 of a kernel-order word) as bf16x2 bits of value * 2**-126.
-__device__ __forceinline__ u32 fp4pair(u32 q, int p) {
-    const u32 v = q << (4 * p);
-    return (v & 0x80008000u) | ((v >> 6) & 0x01c001c0u);
-}
 
 // The 8 codes of q in 32-block b of scale word sw (4 E8M0 bytes). !SLOW: every byte of the warp's
 // scale words is <= 128 (checked by warp_needs_slow), so one multiply by 2**(s-1) is exact: prmt puts
@@ -383,7 +391,7 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = row0 + 16 * m + 8 * h + g;
-            wrow[m][h] = A.W + ((long)expert * A.rows_p + r) * kw + t;
+            wrow[m][h] = A.W + ((long)expert * A.rows_p + row0 + 16 * m) * kw + (8 * h + g) * 4 + t;
             srow[m][h] = A.S + (long)expert * nsb_all * A.rows_p + r;     // + sb * rows_p
         }
     }
@@ -414,7 +422,7 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 if (mvalid[m] && sb < sb1) {
-                    w[m][h] = __ldg(wrow[m][h] + sb * 4);
+                    w[m][h] = __ldg(wrow[m][h] + sb * 64);
                     s[m][h] = __ldg(srow[m][h] + (long)sb * A.rows_p);
                 } else {
                     w[m][h] = make_uint4(0, 0, 0, 0);
@@ -569,16 +577,16 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     const int row0 = (blockIdx.x * NWARP + warp) * 16;
     const bool valid = row0 < A.rows_real;
     const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
-    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0 + g) * kw + t;
-    const uint4* w1 = w0 + 8 * (long)kw;
+    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0) * kw + g * 4 + t;   // row row0 + g
+    const uint4* w1 = w0 + 32;                                                       // row row0 + 8 + g
     const u32* s0 = A.S + (long)expert * nsb_all * A.rows_p + row0 + g;
     const int nsb = (A.kblocks + 3) >> 2;
     uint4 wr[D][2];
     u32 sr[D][2];
     auto load = [&](int sb, uint4 (&w)[2], u32 (&sc)[2]) {
         if (valid && sb < nsb) {
-            w[0] = __ldg(w0 + sb * 4);
-            w[1] = __ldg(w1 + sb * 4);
+            w[0] = __ldg(w0 + sb * 64);
+            w[1] = __ldg(w1 + sb * 64);
             sc[0] = __ldg(s0 + (long)sb * A.rows_p);
             sc[1] = __ldg(s0 + (long)sb * A.rows_p + 8);
         } else {
@@ -651,6 +659,143 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     }
 
 // ------------------------------------------------------------------------------------------------
+// Streaming variant with 16-token tiles (few tokens per expert, up to 16): each warp owns 16 weight rows
+// over the whole K with D superblocks of weight loads in flight in a register ring (as above), and each
+// dequantized A fragment feeds one mma per 8 tokens of the tile (NT = 1 when the tile has <= 8 tokens,
+// else 2), so an expert with up to 16 tokens has its weights read and dequantized once. The tile's
+// activations flow through a ring of ST shared-memory stages, one superblock (128 k) each, filled by
+// cp.async ST-1 superblocks ahead (one 16-byte copy per thread per stage at 256 threads); only the tile's
+// `count` rows and the K blocks holding data are copied: mma column n reads only activation row n, so the
+// other rows are never used (their columns are not written) and blocks past K are skipped.
+// Stage layout: 16 rows x XS16 bf16 (320 bytes = 64 mod 128: a quarter warp's 16-byte B-fragment loads
+// of rows g and g+1 fall in distinct banks).
+#define XS16 160
+
+template <int NT, int D, int NWARP, int ST, bool GATED>
+__device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int expert, int start, int count,
+                                                       int row0, const uint4* w0, const u32* s0, u16* xsm) {
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const bool valid = row0 < A.rows_real;
+    const uint4* w1 = w0 + 32;                                    // row row0 + 8 + g
+    const int nsb = (A.kblocks + 3) >> 2;
+    uint4 wr[D][2];
+    u32 sr[D][2];
+    auto load = [&](int sb, uint4 (&w)[2], u32 (&sc)[2]) {
+        if (valid && sb < nsb) {
+            w[0] = __ldg(w0 + sb * 64);
+            w[1] = __ldg(w1 + sb * 64);
+            sc[0] = __ldg(s0 + (long)sb * A.rows_p);
+            sc[1] = __ldg(s0 + (long)sb * A.rows_p + 8);
+        } else {
+            w[0] = w[1] = make_uint4(0, 0, 0, 0);
+            sc[0] = sc[1] = 0x7f7f7f7fu;
+        }
+    };
+#pragma unroll
+    for (int i = 0; i < D; ++i) load(i, wr[i], sr[i]);            // weights first: they need only the expert
+    // this thread's activation copies: chunk ch (8 k) of tile row c, for every stage
+    constexpr int NCOPY = (16 * 16) / (32 * NWARP);               // copies per thread per stage
+    const u16* src[NCOPY];                                        // (row c, chunk ch) = (i / 16, i % 16)
+#pragma unroll
+    for (int j = 0; j < NCOPY; ++j) {
+        const int i = tid + j * 32 * NWARP, c = i >> 4;
+        src[j] = nullptr;
+        if (c < count) {
+            const long r = GATED ? (long)(A.sorted_slot[start + c] / A.top_k) : (long)(start + c);
+            src[j] = A.X + r * A.ldx + (i & 15) * 8;
+        }
+    }
+    const u32 xsm_s = (u32)__cvta_generic_to_shared(xsm);
+    auto copy_stage = [&](int sb) {
+        if (sb < nsb) {
+#pragma unroll
+            for (int j = 0; j < NCOPY; ++j) {
+                const int i = tid + j * 32 * NWARP;
+                if (src[j] && sb * 4 + ((i & 15) >> 2) < A.kblocks)
+                    cp_async16s(xsm_s + 2 * ((sb % ST) * 16 * XS16 + (i >> 4) * XS16 + (i & 15) * 8), src[j] + sb * 128, 16);
+            }
+        }
+        cp_async_commit();                                        // always: uniform group counting
+    };
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) copy_stage(s);
+    float acc[NT][4], acc2[NT][4];                                // mma steps 0 / 1: two dependency chains
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[n][i] = acc2[n][i] = 0.0f;
+    const u16* xb = xsm + g * XS16 + 8 * t;
+    for (int sb0 = 0; sb0 < nsb; sb0 += D) {
+#pragma unroll
+        for (int i = 0; i < D; ++i) {
+            const int sb = sb0 + i;
+            if (sb < nsb) {
+                cp_async_wait<ST - 2>();                          // stage sb has landed (this thread's copies)
+                __syncthreads();                                  // ... everyone's; stage sb-1 is free again
+                copy_stage(sb + ST - 1);
+                const u16* xs = xb + (sb % ST) * 16 * XS16;
+                const uint4 wa = wr[i][0], wb = wr[i][1];
+                const u32 sa = sr[i][0], sc = sr[i][1];
+                auto step = [&](auto slow) {
+#pragma unroll
+                    for (int b = 0; b < 4; ++b) {
+                        if (sb * 4 + b >= A.kblocks) break;
+                        u32 a0[4], a1[4];
+                        dequant_blk<decltype(slow)::value>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w,
+                                                           sa, b, a0);
+                        dequant_blk<decltype(slow)::value>((b == 0) ? wb.x : (b == 1) ? wb.y : (b == 2) ? wb.z : wb.w,
+                                                           sc, b, a1);
+#pragma unroll
+                        for (int n = 0; n < NT; ++n) {
+                            const uint4 xv = *reinterpret_cast<const uint4*>(xs + n * 8 * XS16 + b * 32);
+                            mma_bf16(acc[n], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+                            mma_bf16(acc2[n], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+                        }
+                    }
+                };
+                if (warp_needs_slow(big_scales(sa) | big_scales(sc))) step(BoolC<true>());
+                else step(BoolC<false>());
+                load(sb + D, wr[i], sr[i]);
+            }
+        }
+    }
+    cp_async_wait<0>();                                           // no copy outlives the block
+    float out[1][NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) out[0][n][i] = acc[n][i] + acc2[n][i];
+    moe_epilogue<1, NT, GATED>(A, out, expert, start, count, row0, 0, g, t);
+}
+
+template <int D, int NWARP, int ST, bool GATED>
+__device__ __forceinline__ void moe_gemm_stream16_body(const GemmArgs& A) {
+    extern __shared__ __align__(16) unsigned char smem[];         // [ST][16][XS16] bf16
+    u16* xsm = reinterpret_cast<u16*>(smem);
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    const int expert = tl.x, start = tl.y, count = tl.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = (blockIdx.x * NWARP + warp) * 16;
+    const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
+    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0) * kw + lane;   // row row0 + lane/4, word lane%4
+    const u32* s0 = A.S + (long)expert * nsb_all * A.rows_p + row0 + (lane >> 2);
+    if (count <= 8) moe_gemm_stream16_loop<1, D, NWARP, ST, GATED>(A, expert, start, count, row0, w0, s0, xsm);
+    else moe_gemm_stream16_loop<2, D, NWARP, ST, GATED>(A, expert, start, count, row0, w0, s0, xsm);
+}
+
+// name, D, NWARP, ST, MINB (block rows = 16*NWARP, 16 tokens; dynamic smem = ST * 16 * XS16 * 2 bytes)
+#define DEFINE_GEMM_STREAM16(name, D, NWARP, ST, MINB)                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm1_##name(GEMM_PARAMS) {      \
+        GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, true>(A);                                   \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm2_##name(GEMM_PARAMS) {      \
+        GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, false>(A);                                  \
+    }
+
+// ------------------------------------------------------------------------------------------------
 // Tiled variant for many tokens per expert: the tile's activation rows are gathered into shared memory
 // (and the block's weight rows and scales) by cp.async (ST superblocks of 128 k in flight, zero-filled past the tile / past K), weights
 // still stream from global memory straight into registers (16-byte loads, one superblock prefetched).
@@ -706,7 +851,7 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
             uint4* wd = reinterpret_cast<uint4*>(st + XS_BYTES);
             for (int i = tid; i < BR * 4; i += NTHR) {
                 const bool ok = rowblk + (i >> 2) < A.rows_real;
-                cp_async16(wd + i, ok ? Wb + (long)(i >> 2) * kw + sb * 4 + (i & 3) : A.W, ok ? 16 : 0);
+                cp_async16(wd + i, ok ? Wb + (long)(i >> 6) * 16 * kw + sb * 64 + (i & 63) : A.W, ok ? 16 : 0);
             }
             u32* sd = reinterpret_cast<u32*>(st + XS_BYTES + WS_BYTES);
             for (int i = tid; i < BR / 4; i += NTHR)
@@ -782,6 +927,7 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 
 DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
 DEFINE_GEMM_STREAM(streamw, 4, 8, 3)     // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight, 3 blocks per SM
+DEFINE_GEMM_STREAM16(stream16, 3, 8, 4, 3)    // 128 rows x 16 tokens, 8 warps, 3 superblocks of weights and 4 x-stages in flight
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
@@ -969,7 +1115,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 #pragma unroll
     for (int j = 0; j < WJ; ++j) {
         const int r = (tid >> 2) + j * (NTHR / 4);
-        wsrc[j] = rowblk + r < A.rows_real ? r * kw + (tid & 3) : -1;
+        wsrc[j] = rowblk + r < A.rows_real ? (r >> 4) * 16 * kw + (r & 15) * 4 + (tid & 3) : -1;
     }
     auto issue = [&](int sb) {
         if (sb < nsb) {
@@ -983,7 +1129,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             }
 #pragma unroll
             for (int j = 0; j < WJ; ++j)
-                cp_async16s(st + XS + 16 * (tid + j * NTHR), wsrc[j] >= 0 ? Wb + wsrc[j] + sb * 4 : A.W,
+                cp_async16s(st + XS + 16 * (tid + j * NTHR), wsrc[j] >= 0 ? Wb + wsrc[j] + sb * 64 : A.W,
                             wsrc[j] >= 0 ? 16 : 0);
             if (tid < BR / 4) cp_async16s(st + XS + WS + 16 * tid, Sb + (long)sb * A.rows_p + 4 * tid, 16);
         }
