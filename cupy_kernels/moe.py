@@ -69,7 +69,7 @@ CONFIGS = {
     "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
     # 16-token tiles: each dequantized weight feeds 1 or 2 mma; activations through a 4-stage cp.async ring
     "stream16": (128, 16, 256, 4 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
-    "decode": (32, 8, 256, 0),         # MT=2, NT=1, 8 warps split K (reduced through smem)
+    "decode": (32, 8, 128, 0),         # MT=2, NT=1, 4 warps split K (reduced through smem)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
     # activations, weights and scales staged through shared memory by cp.async, 8 warps
@@ -351,7 +351,7 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
     ``hopper``: the device runs the wgmma kernels (hopper_available())."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:
-        return "decode"          # 1-2 tokens: split-K over 8 warps
+        return "decode"          # 1-2 tokens: split-K over 4 warps
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)

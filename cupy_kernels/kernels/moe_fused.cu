@@ -543,7 +543,7 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
     extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS, MINB)                               \
         moe_gemm2_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, false>(A); }
 
-DEFINE_GEMM(decode, 2, 1, 8, 1, 1, 2)  // 32 rows x 8 tokens, 8 warps split K: weight streaming
+DEFINE_GEMM(decode, 2, 1, 4, 1, 1, 4)  // 32 rows x 8 tokens, 4 warps split K, 4 blocks per SM: weight streaming
 DEFINE_GEMM(mid, 2, 4, 4, 1, 1, 1)     // 32 rows x 32 tokens, 4 warps split K
 DEFINE_GEMM(large, 2, 8, 1, 4, 1, 1)      // 128 rows x 64 tokens, 4 warps
 
