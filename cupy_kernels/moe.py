@@ -60,7 +60,7 @@ def _hopper_smem(warpgroups, tokens, stages):
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks decode / stream16, then hopper64 / hopper
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct / stream16, then hopper64 / hopper
 # on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
@@ -70,6 +70,8 @@ CONFIGS = {
     # 16-token tiles: each dequantized weight feeds 1 or 2 mma; activations through a 4-stage cp.async ring
     "stream16": (128, 16, 256, 4 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
     "decode": (32, 8, 128, 0),         # MT=2, NT=1, 4 warps split K (reduced through smem)
+    # no sort: one block row per slot; each warp's whole K range of weights copied to smem at once
+    "direct": (32, 1, 256, lambda kp: 2 * kp + 8 * 3 * 2176),     # 8 warps split K, 3 superblocks each
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
     # activations, weights and scales staged through shared memory by cp.async, 8 warps
@@ -83,6 +85,7 @@ CONFIGS = {
     "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
+DIRECT_CONFIGS = frozenset({"direct"})
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64.
 SMALL_TILES = {"hopper": "hopper64"}
@@ -350,8 +353,9 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
     arithmetic only). Thresholds from the sweeps in BENCHMARKS.md (H200, gpt-oss-120b and -20b).
     ``hopper``: the device runs the wgmma kernels (hopper_available())."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
-    if n_slots <= 8:
-        return "decode"          # 1-2 tokens: split-K over 4 warps
+    if n_slots <= 8:             # 1-2 tokens. direct: no sort, one block row per slot (an expert shared by
+        # two slots is read twice, so only where that is rare); decode: sorted tiles, split-K over 4 warps
+        return "direct" if 8 * n_slots <= num_experts else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)
@@ -459,13 +463,27 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
 
     small = SMALL_TILES.get(cfg) if impl == "fast" else None
     split = CONFIGS[small][1] if small else 0
-    add("moe_sort", (1,), (256 if n <= 256 else 1024,),
-        (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts), i32(bt), i32(split),
-         ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids))
+    direct = cfg in DIRECT_CONFIGS and impl == "fast"
+    if not direct:
+        add("moe_sort", (1,), (256 if n <= 256 else 1024,),
+            (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts), i32(bt), i32(split),
+             ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids))
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
-    if impl == "naive":
+    if direct:                               # no sort: GEMM1 maps the ids itself and writes local_ids
+        _, _, thr, sm = CONFIGS[cfg]
+        rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
+        common = (emap if emap is not None else null, tw, ws.local_ids)
+        add(f"moe_gemm1_{cfg}", ((rows13 + 31) // 32, n), (thr,),
+            (dw.w13, dw.s13, dw.b13, xd, ids) + common +
+            (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Hp))
+        add(f"moe_gemm2_{cfg}", ((rows2 + 31) // 32, n), (thr,),
+            (dw.w2, dw.s2, dw.b2, ws.inter, ids) + common +
+            (ws.y, i32(Ip), i32(H), i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Ip))
+    elif impl == "naive":
         if dw.raw is None:
             raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")
         r = dw.raw

@@ -191,7 +191,7 @@ def test_large_scale_bytes_take_the_exact_path():
     rng = np.random.default_rng(42)
     x = random_x(rng, 16, H)
     tw, ids = random_routing(rng, 16, E, k)
-    for cfg in ("stream", "stream16", "decode", "tiled32"):
+    for cfg in ("stream", "stream16", "decode", "direct", "tiled32"):
         out = fm.fused_moe(x, fm.to_device(w), tw, ids, config=cfg)
         assert_within_bound(out, x, w, tw, ids)
 
@@ -218,7 +218,7 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
-@pytest.mark.parametrize("config", [None, "hopper", "hopper64"])
+@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64"])
 def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
@@ -238,9 +238,9 @@ def test_activations_and_weight_on_input(activation, on_input, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, "hopper", "hopper64"])
+@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64"])
 def test_adversarial_routing_and_expert_map(config):
-    if config is not None:
+    if config in fm.HOPPER_CONFIGS:
         _hopper()
     E, H, I, k = 8, 96, 64, 4
     w = random_moe_weights(E, H, I, seed=8)

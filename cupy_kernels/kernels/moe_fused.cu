@@ -20,6 +20,8 @@
 //                     in hopper64 from moe_sort's small-tile list).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
+//   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
+//                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine).
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
 //                     the second reference (slow, simple) that the tests compare the fast path against.
@@ -557,6 +559,203 @@ __device__ __forceinline__ void cp_async16s(u32 saddr, const void* gmem, int src
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// ------------------------------------------------------------------------------------------------
+// Direct variant for 1-2 tokens (at most 8 slots): no sort, one block row per slot (blockIdx.y), tile =
+// that slot alone (expert read from topk_ids through expert_map here; GEMM1 also writes local_ids for
+// moe_combine). Each of the KS warps owns a K range of the block's 32 rows and issues the cp.async copies
+// of ALL of it at once (up to MAXSB superblocks: 2 KB of weights + 128 bytes of scales each, one commit
+// group per superblock) into its own shared memory, then computes superblock i as soon as group i has
+// landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
+// slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
+// Dynamic smem: Kp * 2 (the row) + KS * MAXSB * 2176 bytes.
+struct DirectArgs {
+    const uint4* W;
+    const u32* S;
+    const float* bias;
+    const u16* X;            // GEMM1: x [T, ldx]; GEMM2: intermediate [n_slots, ldx]
+    const int* ids;          // [n_slots] global expert ids
+    const int* expert_map;   // nullable
+    const float* topk_w;
+    int* local_ids;          // GEMM1 writes it (block x == 0); GEMM2 reads it
+    u16* out;
+    int ldx, ldo, rows_p, rows_real, out_rows, kp, kblocks, top_k, act, weight_on_input;
+    int n_slots, e_global, e_local;
+};
+
+// cp.async.wait_group with a run-time count 0..7 (folds to one instruction when n is a constant).
+__device__ __forceinline__ void cp_async_wait_n(int n) {
+    switch (n) {
+        case 0: cp_async_wait<0>(); break;
+        case 1: cp_async_wait<1>(); break;
+        case 2: cp_async_wait<2>(); break;
+        case 3: cp_async_wait<3>(); break;
+        case 4: cp_async_wait<4>(); break;
+        case 5: cp_async_wait<5>(); break;
+        case 6: cp_async_wait<6>(); break;
+        default: cp_async_wait<7>(); break;
+    }
+}
+
+struct OneCol {                              // the tile's single column: (slot, bf16(router weight))
+    int slot;
+    float gamma;
+    __device__ __forceinline__ void get(int, int& s, float& g) const { s = slot; g = gamma; }
+};
+
+template <int KS, int MAXSB, bool GATED>
+__device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
+    static_assert(MAXSB >= 1 && MAXSB <= 7, "cp_async_wait_n counts up to 7 (MAXSB groups + the row)");
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int slot = blockIdx.y;
+    if (slot >= D.n_slots) return;
+    int expert;
+    if (GATED) {
+        const int gid = D.ids[slot];
+        expert = (gid >= 0 && gid < D.e_global) ? gid : -1;
+        if (expert >= 0 && D.expert_map) expert = D.expert_map[expert];
+        if (expert >= D.e_local) expert = -1;
+        if (blockIdx.x == 0 && tid == 0) D.local_ids[slot] = expert;
+    } else {
+        expert = D.local_ids[slot];
+    }
+    if (expert < 0) return;
+    const int row0 = blockIdx.x * 32;
+    const int kw = D.kp >> 5, nsb_all = D.kp >> 7;
+    const int nsb = (D.kblocks + 3) >> 2;
+    const int sb0 = (warp * nsb) / KS, sb1 = ((warp + 1) * nsb) / KS;
+    bool mvalid[2];
+    const uint4* wg[2];
+    const u32* sg[2];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+        mvalid[m] = row0 + 16 * m < D.rows_real;
+        wg[m] = D.W + ((long)expert * D.rows_p + row0 + 16 * m) * kw;   // + 64 * sb: the group's 1 KB
+        sg[m] = D.S + (long)expert * nsb_all * D.rows_p + row0 + 16 * m;  // + sb * rows_p: 64 bytes
+    }
+    u16* xsm = reinterpret_cast<u16*>(smem);                        // [kp]
+    unsigned char* wsm = smem + 2 * D.kp + warp * (MAXSB * 2176);   // this warp's [MAXSB][2 KB w | 128 B s]
+    const u32 wsm_s = (u32)__cvta_generic_to_shared(wsm);
+    {                                                               // the activation row: group 0
+        const long xr = GATED ? (long)(slot / D.top_k) : (long)slot;
+        for (int c = tid; c < D.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.X + xr * D.ldx + 8 * c, 16);
+        cp_async_commit();
+    }
+    auto issue = [&](int c0) {                                      // superblocks c0 .. c0+MAXSB-1 of this warp
+#pragma unroll
+        for (int i = 0; i < MAXSB; ++i) {
+            const int sb = c0 + i;
+            if (sb < sb1) {
+                const u32 st = wsm_s + i * 2176;
+#pragma unroll
+                for (int m = 0; m < 2; ++m)
+                    if (mvalid[m]) {
+                        cp_async16s(st + m * 1024 + 16 * lane, wg[m] + sb * 64 + lane, 16);
+                        cp_async16s(st + m * 1024 + 16 * (lane + 32), wg[m] + sb * 64 + lane + 32, 16);
+                    }
+                const bool sm = lane >= 4;                          // lanes 0-3: scales of group 0, 4-7: group 1
+                if (lane < 8 && (sm ? mvalid[1] : mvalid[0]))
+                    cp_async16s(st + 2048 + 16 * lane, (sm ? sg[1] : sg[0]) + (long)sb * D.rows_p + 4 * (lane & 3), 16);
+            }
+            cp_async_commit();                                      // empty groups keep the count uniform
+        }
+    };
+    issue(sb0);
+    cp_async_wait<MAXSB>();                                         // this thread's part of the row landed
+    __syncthreads();                                                // ... everyone's
+    float acc[2][1][4], acc2[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[m][0][i] = acc2[m][i] = 0.0f;
+    for (int c0 = sb0; c0 < sb1; c0 += MAXSB) {
+        if (c0 != sb0) {                                            // K longer than KS * MAXSB superblocks
+            __syncwarp();
+            issue(c0);
+        }
+#pragma unroll
+        for (int i = 0; i < MAXSB; ++i) {
+            cp_async_wait_n(MAXSB - 1 - i);                         // a constant once the loop is unrolled
+            __syncwarp();
+            const int sb = c0 + i;
+            if (sb >= sb1) break;
+            const unsigned char* st = wsm + i * 2176;
+            uint4 wv[2][2];
+            u32 sv[2][2];
+            u32 big = 0;
+#pragma unroll
+            for (int m = 0; m < 2; ++m)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    wv[m][h] = *reinterpret_cast<const uint4*>(st + m * 1024 + 16 * ((8 * h + g) * 4 + t));
+                    sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
+                    if (mvalid[m]) big |= big_scales(sv[m][h]);
+                }
+            auto step = [&](auto slow) {
+#pragma unroll
+                for (int b = 0; b < 4; ++b) {
+                    const int blk = sb * 4 + b;
+                    if (blk >= D.kblocks) break;
+                    // B fragment: token column g = 0 holds the row, the other columns are zero
+                    uint4 xv = make_uint4(0, 0, 0, 0);
+                    if (g == 0) xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
+#pragma unroll
+                    for (int m = 0; m < 2; ++m) {
+                        if (!mvalid[m]) continue;
+                        u32 a0[4], a1[4];
+                        const u32 q0 = (b == 0) ? wv[m][0].x : (b == 1) ? wv[m][0].y : (b == 2) ? wv[m][0].z : wv[m][0].w;
+                        const u32 q1 = (b == 0) ? wv[m][1].x : (b == 1) ? wv[m][1].y : (b == 2) ? wv[m][1].z : wv[m][1].w;
+                        dequant_blk<decltype(slow)::value>(q0, sv[m][0], b, a0);
+                        dequant_blk<decltype(slow)::value>(q1, sv[m][1], b, a1);
+                        mma_bf16(acc[m][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+                        mma_bf16(acc2[m], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+                    }
+                }
+            };
+            if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
+        }
+    }
+    cp_async_wait<0>();
+    __shared__ float red[KS][32][8];
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[warp][lane][4 * m + i] = acc[m][0][i] + acc2[m][i];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float s = 0.0f;
+            for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
+            acc[m][0][i] = s;
+        }
+    const GemmArgs A{D.W, D.S, D.bias, D.X, nullptr, nullptr, nullptr, D.topk_w, D.out, D.ldx, D.ldo,
+                     D.rows_p, D.rows_real, D.out_rows, D.kp, D.kblocks, D.top_k, D.act, D.weight_on_input};
+    const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldg(D.topk_w + slot)))};
+    moe_epilogue<2, 1, GATED>(A, acc, expert, slot, 1, row0, 0, g, t, col);
+}
+
+#define DIRECT_PARAMS                                                                                   \
+    const uint4* W, const u32* S, const float* bias, const u16* X, const int* ids, const int* expert_map, \
+        const float* topk_w, int* local_ids, u16* out, int ldx, int ldo, int rows_p, int rows_real,        \
+        int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input, int n_slots,           \
+        int e_global, int e_local
+#define DIRECT_ARGS_INIT                                                                                \
+    DirectArgs D{W, S, bias, X, ids, expert_map, topk_w, local_ids, out, ldx, ldo, rows_p, rows_real,    \
+                 out_rows, kp, kblocks, top_k, act, weight_on_input, n_slots, e_global, e_local};
+// name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB
+#define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
+        DIRECT_ARGS_INIT moe_gemm_direct_body<KS, MAXSB, true>(D);                                      \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm2_##name(DIRECT_PARAMS) {       \
+        DIRECT_ARGS_INIT moe_gemm_direct_body<KS, MAXSB, false>(D);                                     \
+    }
+DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
 
 // ------------------------------------------------------------------------------------------------
 // Streaming variant for few tokens per expert (decode): each warp owns 16 weight rows over the whole K
