@@ -85,11 +85,14 @@ __device__ __forceinline__ u32 bf16x2_mul(u32 a, u32 b) {
 // bits b_p places below their targets (mod 32), so a pair costs one AND (p = 0), a rotate and an AND
 // (p = 1) or two rotates and two ANDs (p = 2, 3): 11 integer operations per word.
 __device__ __forceinline__ u32 rotl(u32 x, int n) { return __funnelshift_l(x, x, n); }
+// Where a rotation wraps no kept bit it is written as a plain left shift, which the compiler issues as an
+// integer multiply (FMA pipe) instead of a funnel shift (ALU pipe, half rate: the dequantization's
+// bottleneck); only pair 3's e e m rotation wraps (its low code's bits come from bits 25..27).
 __device__ __forceinline__ u32 fp4pair(u32 q, int p) {
     if (p == 0) return q & 0x81c081c0u;
-    if (p == 1) return rotl(q, 3) & 0x81c081c0u;
-    if (p == 2) return (rotl(q, 1) & 0x80008000u) | (rotl(q, 6) & 0x01c001c0u);
-    return (rotl(q, 2) & 0x80008000u) | (rotl(q, 13) & 0x01c001c0u);
+    if (p == 1) return (q << 3) & 0x81c081c0u;                              // = rotl(q, 3) under the mask
+    if (p == 2) return ((q << 1) & 0x80008000u) | ((q << 6) & 0x01c001c0u);  // = rotl(q, 1), rotl(q, 6)
+    return ((q << 2) & 0x80008000u) | (rotl(q, 13) & 0x01c001c0u);
 }
 
 // 8 FP4 codes (kernel bit placement) and their E8M0 byte -> 4 bf16x2 = the 8 values, exactly.
