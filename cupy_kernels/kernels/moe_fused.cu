@@ -126,10 +126,15 @@ struct BoolC {
 // The 8 codes of q in 32-block b of scale word sw (4 E8M0 bytes). !SLOW: every byte of the warp's
 // scale words is <= 128 (checked by warp_needs_slow), so one multiply by 2**(s-1) is exact: prmt puts
 // byte b in both halves, one multiply-add makes (s + 126) << 7. SLOW: the general dequant8.
+// 128 from constant memory: a literal 128 lets ptxas turn the multiply-add below into a shift-add (LEA)
+// on the half-rate integer pipe, which the dequantization saturates; an opaque factor keeps it an IMAD on
+// the FMA pipe.
+__constant__ u32 c_two7 = 128u;
+
 template <bool SLOW>
 __device__ __forceinline__ void dequant_blk(u32 q, u32 sw, int b, u32 out[4]) {
     if (!SLOW) {
-        const u32 f = __byte_perm(sw, 0u, 0x4040u + 0x0101u * (u32)b) * 128u + 0x3f003f00u;
+        const u32 f = __byte_perm(sw, 0u, 0x4040u + 0x0101u * (u32)b) * c_two7 + 0x3f003f00u;
 #pragma unroll
         for (int p = 0; p < 4; ++p) out[p] = bf16x2_mul(fp4pair(q, p), f);
     } else {
@@ -939,10 +944,12 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
                 const u16* xs = xb + (sb % ST) * 16 * XS16;
                 const uint4 wa = wr[i][0], wb = wr[i][1];
                 const u32 sa = sr[i][0], sc = sr[i][1];
-                auto step = [&](auto slow) {
+                // full: all 4 blocks of the superblock hold data (every superblock but maybe the last), so
+                // the per-block bound check (integer-pipe work in the hot loop) is compiled out
+                auto step = [&](auto slow, auto full) {
 #pragma unroll
                     for (int b = 0; b < 4; ++b) {
-                        if (sb * 4 + b >= A.kblocks) break;
+                        if (!decltype(full)::value && sb * 4 + b >= A.kblocks) break;
                         u32 a0[4], a1[4];
                         dequant_blk<decltype(slow)::value>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w,
                                                            sa, b, a0);
@@ -956,8 +963,12 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
                         }
                     }
                 };
-                if (warp_needs_slow(big_scales(sa) | big_scales(sc))) step(BoolC<true>());
-                else step(BoolC<false>());
+                const bool slow = warp_needs_slow(big_scales(sa) | big_scales(sc));
+                if (sb * 4 + 4 <= A.kblocks) {
+                    if (slow) step(BoolC<true>(), BoolC<true>()); else step(BoolC<false>(), BoolC<true>());
+                } else {
+                    if (slow) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
+                }
                 load(sb + D, wr[i], sr[i]);
             }
         }
