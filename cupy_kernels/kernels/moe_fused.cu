@@ -126,15 +126,10 @@ struct BoolC {
 // The 8 codes of q in 32-block b of scale word sw (4 E8M0 bytes). !SLOW: every byte of the warp's
 // scale words is <= 128 (checked by warp_needs_slow), so one multiply by 2**(s-1) is exact: prmt puts
 // byte b in both halves, one multiply-add makes (s + 126) << 7. SLOW: the general dequant8.
-// 128 from constant memory: a literal 128 lets ptxas turn the multiply-add below into a shift-add (LEA)
-// on the half-rate integer pipe, which the dequantization saturates; an opaque factor keeps it an IMAD on
-// the FMA pipe.
-__constant__ u32 c_two7 = 128u;
-
 template <bool SLOW>
 __device__ __forceinline__ void dequant_blk(u32 q, u32 sw, int b, u32 out[4]) {
     if (!SLOW) {
-        const u32 f = __byte_perm(sw, 0u, 0x4040u + 0x0101u * (u32)b) * c_two7 + 0x3f003f00u;
+        const u32 f = __byte_perm(sw, 0u, 0x4040u + 0x0101u * (u32)b) * 128u + 0x3f003f00u;
 #pragma unroll
         for (int p = 0; p < 4; ++p) out[p] = bf16x2_mul(fp4pair(q, p), f);
     } else {
