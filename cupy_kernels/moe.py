@@ -86,6 +86,9 @@ CONFIGS = {
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
 DIRECT_CONFIGS = frozenset({"direct"})
+# `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. Longer K would
+# take the kernel's multi-chunk path, which no test exercises, so the host never sends it there.
+DIRECT_MAX_K = 8 * 3 * 128
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64.
 SMALL_TILES = {"hopper": "hopper64"}
@@ -348,14 +351,15 @@ def hopper_available() -> bool:
     return ok
 
 
-def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
+def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded: int = 0) -> str:
     """Kernel configuration from the slot count and the expected tokens per touched expert (host-side
     arithmetic only). Thresholds from the sweeps in BENCHMARKS.md (H200, gpt-oss-120b and -20b).
-    ``hopper``: the device runs the wgmma kernels (hopper_available())."""
+    ``hopper``: the device runs the wgmma kernels (hopper_available()); ``k_padded``: the longer padded
+    reduction axis of the two GEMMs (max(Hp, Ip); `direct` needs <= DIRECT_MAX_K)."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:             # 1-2 tokens. direct: no sort, one block row per slot (an expert shared by
         # two slots is read twice, so only where that is rare); decode: sorted tiles, split-K over 4 warps
-        return "direct" if 8 * n_slots <= num_experts else "decode"
+        return "direct" if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)
@@ -365,8 +369,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False) -> str:
     return "tiled256"
 
 
-def _default_config(n_slots: int, num_experts: int) -> str:
-    return choose_config(n_slots, num_experts, hopper_available())
+def _default_config(n_slots: int, num_experts: int, k_padded: int = 0) -> str:
+    return choose_config(n_slots, num_experts, hopper_available(), k_padded)
 
 
 class Workspace:
@@ -435,9 +439,13 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     if emap is not None and int(emap.shape[0]) != G:
         raise ValueError(f"expert_map: expected shape ({G},) (global_num_experts), got {tuple(emap.shape)}")
     n = T * k
-    cfg = config or _default_config(n, dw.num_experts)
+    k_padded = max(dw.hidden_padded, dw.intermediate_padded)
+    cfg = config or _default_config(n, dw.num_experts, k_padded)
     if cfg not in CONFIGS:
         raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
+    if cfg in DIRECT_CONFIGS and k_padded > DIRECT_MAX_K:
+        raise ValueError(f"config {cfg!r}: the padded hidden / intermediate size must be <= {DIRECT_MAX_K}, "
+                         f"got {k_padded}")
     if cfg in HOPPER_CONFIGS and max(T * dw.hidden_padded, n * dw.intermediate_padded) >= 2 ** 31:
         if config is not None:                # the wgmma kernels address activations with 32-bit offsets
             raise ValueError(f"config {cfg!r}: at most 2**31 activation elements per GEMM, got T={T}, top_k={k}")
@@ -548,7 +556,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     T = logits.shape[0]
     if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(dw.num_experts, 32):
         raise ValueError(f"top_k: expected an int in [1, {min(dw.num_experts, 32)}], got {top_k!r}")
-    cfg = config or _default_config(T * top_k, dw.num_experts)
+    cfg = config or _default_config(T * top_k, dw.num_experts, max(dw.hidden_padded, dw.intermediate_padded))
     ws = workspace
     if ws is None or ws.key != (id(dw), T, top_k, CONFIGS[cfg][1]):
         ws = Workspace(dw, T, top_k, CONFIGS[cfg][1])
@@ -590,7 +598,8 @@ class MoEGraph:
         self.topk_ids = cp.zeros((T, top_k), cp.int32)
         self.router_logits = cp.zeros((T, weights.num_experts), cp.float32) if routing else None
         n = T * top_k
-        cfg = config or _default_config(n, weights.num_experts)
+        cfg = config or _default_config(n, weights.num_experts,
+                                        max(weights.hidden_padded, weights.intermediate_padded))
         self.workspace = Workspace(weights, T, top_k, CONFIGS[cfg][1])
         self.stream = cp.cuda.Stream(non_blocking=True)
         call = self._call_routing if routing else self._call

@@ -38,6 +38,14 @@ def pair_bf16x2(words, p):
     return (rotl32(words, a) & np.uint32(0x80008000)) | (rotl32(words, b) & np.uint32(0x01C001C0))
 
 
+def test_choose_config_sends_direct_only_where_it_is_tested():
+    assert fm.choose_config(4, 128) == "direct"                      # 120b, 1 token
+    assert fm.choose_config(8, 32) == "decode"                       # 20b, 2 tokens: shared experts likely
+    assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K) == "direct"
+    assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"
+    assert fm.choose_config(12, 128) == "stream16"
+
+
 def test_code_bit_placement_is_a_permutation_and_pairs_decode():
     pos = fm.code_bit_positions()
     assert sorted(pos.ravel().tolist()) == list(range(32))
