@@ -60,7 +60,7 @@ def _hopper_smem(warpgroups, tokens, stages):
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct / stream16, then hopper64 / hopper
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 / hopper
 # on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
