@@ -573,16 +573,10 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
 // Dynamic smem: Kp * 2 (the row) + KS * MAXSB * 2176 bytes.
 struct DirectArgs {
-    const uint4* W;
-    const u32* S;
-    const float* bias;
-    const u16* X;            // GEMM1: x [T, ldx]; GEMM2: intermediate [n_slots, ldx]
+    GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
     const int* ids;          // [n_slots] global expert ids
     const int* expert_map;   // nullable
-    const float* topk_w;
     int* local_ids;          // GEMM1 writes it (block x == 0); GEMM2 reads it
-    u16* out;
-    int ldx, ldo, rows_p, rows_real, out_rows, kp, kblocks, top_k, act, weight_on_input;
     int n_slots, e_global, e_local;
 };
 
@@ -626,24 +620,24 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
     }
     if (expert < 0) return;
     const int row0 = blockIdx.x * 32;
-    const int kw = D.kp >> 5, nsb_all = D.kp >> 7;
-    const int nsb = (D.kblocks + 3) >> 2;
+    const int kw = D.A.kp >> 5, nsb_all = D.A.kp >> 7;
+    const int nsb = (D.A.kblocks + 3) >> 2;
     const int sb0 = (warp * nsb) / KS, sb1 = ((warp + 1) * nsb) / KS;
     bool mvalid[2];
     const uint4* wg[2];
     const u32* sg[2];
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
-        mvalid[m] = row0 + 16 * m < D.rows_real;
-        wg[m] = D.W + ((long)expert * D.rows_p + row0 + 16 * m) * kw;   // + 64 * sb: the group's 1 KB
-        sg[m] = D.S + (long)expert * nsb_all * D.rows_p + row0 + 16 * m;  // + sb * rows_p: 64 bytes
+        mvalid[m] = row0 + 16 * m < D.A.rows_real;
+        wg[m] = D.A.W + ((long)expert * D.A.rows_p + row0 + 16 * m) * kw;   // + 64 * sb: the group's 1 KB
+        sg[m] = D.A.S + (long)expert * nsb_all * D.A.rows_p + row0 + 16 * m;  // + sb * rows_p: 64 bytes
     }
     u16* xsm = reinterpret_cast<u16*>(smem);                        // [kp]
-    unsigned char* wsm = smem + 2 * D.kp + warp * (MAXSB * 2176);   // this warp's [MAXSB][2 KB w | 128 B s]
+    unsigned char* wsm = smem + 2 * D.A.kp + warp * (MAXSB * 2176);   // this warp's [MAXSB][2 KB w | 128 B s]
     const u32 wsm_s = (u32)__cvta_generic_to_shared(wsm);
     {                                                               // the activation row: group 0
-        const long xr = GATED ? (long)(slot / D.top_k) : (long)slot;
-        for (int c = tid; c < D.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.X + xr * D.ldx + 8 * c, 16);
+        const long xr = GATED ? (long)(slot / D.A.top_k) : (long)slot;
+        for (int c = tid; c < D.A.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.A.X + xr * D.A.ldx + 8 * c, 16);
         cp_async_commit();
     }
     auto issue = [&](int c0) {                                      // superblocks c0 .. c0+MAXSB-1 of this warp
@@ -660,7 +654,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
                     }
                 const bool sm = lane >= 4;                          // lanes 0-3: scales of group 0, 4-7: group 1
                 if (lane < 8 && (sm ? mvalid[1] : mvalid[0]))
-                    cp_async16s(st + 2048 + 16 * lane, (sm ? sg[1] : sg[0]) + (long)sb * D.rows_p + 4 * (lane & 3), 16);
+                    cp_async16s(st + 2048 + 16 * lane, (sm ? sg[1] : sg[0]) + (long)sb * D.A.rows_p + 4 * (lane & 3), 16);
             }
             cp_async_commit();                                      // empty groups keep the count uniform
         }
@@ -674,7 +668,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[m][0][i] = acc2[m][i] = 0.0f;
     for (int c0 = sb0; c0 < sb1; c0 += MAXSB) {
-        if (c0 != sb0) {                                            // K longer than KS * MAXSB superblocks
+        if (c0 != sb0) {       // K > KS * MAXSB superblocks: fused_moe never sends that here (DIRECT_MAX_K)
             __syncwarp();
             issue(c0);
         }
@@ -700,7 +694,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
 #pragma unroll
                 for (int b = 0; b < 4; ++b) {
                     const int blk = sb * 4 + b;
-                    if (blk >= D.kblocks) break;
+                    if (blk >= D.A.kblocks) break;
                     // B fragment: token column g = 0 holds the row, the other columns are zero
                     uint4 xv = make_uint4(0, 0, 0, 0);
                     if (g == 0) xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
@@ -736,10 +730,8 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
             for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
             acc[m][0][i] = s;
         }
-    const GemmArgs A{D.W, D.S, D.bias, D.X, nullptr, nullptr, nullptr, D.topk_w, D.out, D.ldx, D.ldo,
-                     D.rows_p, D.rows_real, D.out_rows, D.kp, D.kblocks, D.top_k, D.act, D.weight_on_input};
-    const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldg(D.topk_w + slot)))};
-    moe_epilogue<2, 1, GATED>(A, acc, expert, slot, 1, row0, 0, g, t, col);
+    const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldg(D.A.topk_w + slot)))};
+    moe_epilogue<2, 1, GATED>(D.A, acc, expert, slot, 1, row0, 0, g, t, col);
 }
 
 #define DIRECT_PARAMS                                                                                   \
@@ -748,8 +740,9 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
         int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input, int n_slots,           \
         int e_global, int e_local
 #define DIRECT_ARGS_INIT                                                                                \
-    DirectArgs D{W, S, bias, X, ids, expert_map, topk_w, local_ids, out, ldx, ldo, rows_p, rows_real,    \
-                 out_rows, kp, kblocks, top_k, act, weight_on_input, n_slots, e_global, e_local};
+    DirectArgs D{{W, S, bias, X, nullptr, nullptr, nullptr, topk_w, out, ldx, ldo, rows_p, rows_real,     \
+                  out_rows, kp, kblocks, top_k, act, weight_on_input},                                   \
+                 ids, expert_map, local_ids, n_slots, e_global, e_local};
 // name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB
 #define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
@@ -759,6 +752,53 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
         DIRECT_ARGS_INIT moe_gemm_direct_body<KS, MAXSB, false>(D);                                     \
     }
 DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
+
+// ------------------------------------------------------------------------------------------------
+// Shared by the streaming kernels (stream*, stream16): a warp's 16 weight rows over the whole K, row0 + g
+// and row0 + 8 + g of one 16-row group (word t of each 64-byte row piece), streamed superblock by
+// superblock into a register ring. Past K or past the real rows: zero codes with scale bytes 127 (1.0).
+struct Rows16 {
+    const uint4* w0;         // row row0 + g, word t of superblock 0
+    const uint4* w1;         // row row0 + 8 + g (w0 + 32)
+    const u32* s0;           // scale word of row row0 + g, superblock 0 (+ sb * rows_p; row + 8: + 8)
+    int rows_p;
+    int nsb;                 // superblocks holding data
+    bool valid;              // the rows are real
+    __device__ __forceinline__ void load(int sb, uint4 (&w)[2], u32 (&sc)[2]) const {
+        if (valid && sb < nsb) {
+            w[0] = __ldg(w0 + sb * 64);
+            w[1] = __ldg(w1 + sb * 64);
+            sc[0] = __ldg(s0 + (long)sb * rows_p);
+            sc[1] = __ldg(s0 + (long)sb * rows_p + 8);
+        } else {
+            w[0] = w[1] = make_uint4(0, 0, 0, 0);
+            sc[0] = sc[1] = 0x7f7f7f7fu;
+        }
+    }
+};
+
+// One superblock (first 32-block blk0) of those rows times NT groups of 8 activation columns, B fragments
+// at x + n * xn + 32 * b for block b: each block's weights are dequantized once and feed 2 * NT mma (k16
+// steps 0 / 1 into acc / acc2, two dependency chains). FULL: all 4 blocks hold data (no bound check);
+// SLOW: the two-multiply dequantization (warp_needs_slow).
+template <bool SLOW, bool FULL, int NT>
+__device__ __forceinline__ void rows16_superblock(const uint4& wa, const uint4& wb, u32 sa, u32 sc, int blk0,
+                                                  int kblocks, const u16* x, int xn, float (&acc)[NT][4],
+                                                  float (&acc2)[NT][4]) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+        if (!FULL && blk0 + b >= kblocks) break;
+        u32 a0[4], a1[4];
+        dequant_blk<SLOW>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w, sa, b, a0);
+        dequant_blk<SLOW>((b == 0) ? wb.x : (b == 1) ? wb.y : (b == 2) ? wb.z : wb.w, sc, b, a1);
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            const uint4 xv = *reinterpret_cast<const uint4*>(x + n * xn + b * 32);
+            mma_bf16(acc[n], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+            mma_bf16(acc2[n], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+        }
+    }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Streaming variant for few tokens per expert (decode): each warp owns 16 weight rows over the whole K
@@ -777,27 +817,15 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     const int4 tl = A.tiles[tile];
     const int expert = tl.x, start = tl.y, count = tl.z;
     const int row0 = (blockIdx.x * NWARP + warp) * 16;
-    const bool valid = row0 < A.rows_real;
     const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
-    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0) * kw + g * 4 + t;   // row row0 + g
-    const uint4* w1 = w0 + 32;                                                       // row row0 + 8 + g
-    const u32* s0 = A.S + (long)expert * nsb_all * A.rows_p + row0 + g;
     const int nsb = (A.kblocks + 3) >> 2;
+    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0) * kw + g * 4 + t;   // row row0 + g
+    const Rows16 rows{w0, w0 + 32, A.S + (long)expert * nsb_all * A.rows_p + row0 + g, A.rows_p, nsb,
+                      row0 < A.rows_real};
     uint4 wr[D][2];
     u32 sr[D][2];
-    auto load = [&](int sb, uint4 (&w)[2], u32 (&sc)[2]) {
-        if (valid && sb < nsb) {
-            w[0] = __ldg(w0 + sb * 64);
-            w[1] = __ldg(w1 + sb * 64);
-            sc[0] = __ldg(s0 + (long)sb * A.rows_p);
-            sc[1] = __ldg(s0 + (long)sb * A.rows_p + 8);
-        } else {
-            w[0] = w[1] = make_uint4(0, 0, 0, 0);
-            sc[0] = sc[1] = 0x7f7f7f7fu;
-        }
-    };
 #pragma unroll
-    for (int i = 0; i < D; ++i) load(i, wr[i], sr[i]);            // weights first: they need only the expert
+    for (int i = 0; i < D; ++i) rows.load(i, wr[i], sr[i]);       // weights first: they need only the expert
     // stage the tile's activation rows (8 rows; missing rows and blocks past K are zero-filled)
     const int chunks = A.kp >> 3;                                 // 16-byte chunks per row
     for (int i = tid; i < 8 * chunks; i += 32 * NWARP) {
@@ -815,7 +843,7 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     cp_async_wait<0>();
     __syncthreads();
     float acc[1][1][4] = {{{0.0f, 0.0f, 0.0f, 0.0f}}};
-    float acc2[4] = {0.0f, 0.0f, 0.0f, 0.0f};                    // mma step 1: a second dependency chain
+    float acc2[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};               // mma step 1: a second dependency chain
     const u16* xb = xsm + g * xrow_len + 8 * t;
     for (int sb0 = 0; sb0 < nsb; sb0 += D) {
 #pragma unroll
@@ -824,29 +852,16 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
             if (sb < nsb) {
                 const uint4 wa = wr[i][0], wb = wr[i][1];
                 const u32 sa = sr[i][0], sc = sr[i][1];
-                auto step = [&](auto slow) {
-#pragma unroll
-                    for (int b = 0; b < 4; ++b) {
-                        const int blk = sb * 4 + b;
-                        if (blk >= A.kblocks) break;
-                        u32 a0[4], a1[4];
-                        dequant_blk<decltype(slow)::value>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w,
-                                                           sa, b, a0);
-                        dequant_blk<decltype(slow)::value>((b == 0) ? wb.x : (b == 1) ? wb.y : (b == 2) ? wb.z : wb.w,
-                                                           sc, b, a1);
-                        const uint4 xv = *reinterpret_cast<const uint4*>(xb + blk * 32);
-                        mma_bf16(acc[0][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
-                        mma_bf16(acc2, a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
-                    }
-                };
-                if (warp_needs_slow(big_scales(sa) | big_scales(sc))) step(BoolC<true>());
-                else step(BoolC<false>());
-                load(sb + D, wr[i], sr[i]);
+                if (warp_needs_slow(big_scales(sa) | big_scales(sc)))
+                    rows16_superblock<true, false, 1>(wa, wb, sa, sc, sb * 4, A.kblocks, xb + sb * 128, 0, acc[0], acc2);
+                else
+                    rows16_superblock<false, false, 1>(wa, wb, sa, sc, sb * 4, A.kblocks, xb + sb * 128, 0, acc[0], acc2);
+                rows.load(sb + D, wr[i], sr[i]);
             }
         }
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[0][0][i] += acc2[i];
+    for (int i = 0; i < 4; ++i) acc[0][0][i] += acc2[0][i];
     moe_epilogue<1, 1, GATED>(A, acc, expert, start, count, row0, 0, g, t);
 }
 
@@ -878,24 +893,12 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
                                                        int row0, const uint4* w0, const u32* s0, u16* xsm) {
     const int tid = threadIdx.x, lane = tid & 31;
     const int g = lane >> 2, t = lane & 3;
-    const bool valid = row0 < A.rows_real;
-    const uint4* w1 = w0 + 32;                                    // row row0 + 8 + g
     const int nsb = (A.kblocks + 3) >> 2;
+    const Rows16 rows{w0, w0 + 32, s0, A.rows_p, nsb, row0 < A.rows_real};
     uint4 wr[D][2];
     u32 sr[D][2];
-    auto load = [&](int sb, uint4 (&w)[2], u32 (&sc)[2]) {
-        if (valid && sb < nsb) {
-            w[0] = __ldg(w0 + sb * 64);
-            w[1] = __ldg(w1 + sb * 64);
-            sc[0] = __ldg(s0 + (long)sb * A.rows_p);
-            sc[1] = __ldg(s0 + (long)sb * A.rows_p + 8);
-        } else {
-            w[0] = w[1] = make_uint4(0, 0, 0, 0);
-            sc[0] = sc[1] = 0x7f7f7f7fu;
-        }
-    };
 #pragma unroll
-    for (int i = 0; i < D; ++i) load(i, wr[i], sr[i]);            // weights first: they need only the expert
+    for (int i = 0; i < D; ++i) rows.load(i, wr[i], sr[i]);       // weights first: they need only the expert
     // this thread's activation copies: chunk ch (8 k) of tile row c, for every stage
     constexpr int NCOPY = (16 * 16) / (32 * NWARP);               // copies per thread per stage
     const u16* src[NCOPY];                                        // (row c, chunk ch) = (i / 16, i % 16)
@@ -941,30 +944,16 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
                 const u32 sa = sr[i][0], sc = sr[i][1];
                 // full: all 4 blocks of the superblock hold data (every superblock but maybe the last), so
                 // the per-block bound check (integer-pipe work in the hot loop) is compiled out
-                auto step = [&](auto slow, auto full) {
-#pragma unroll
-                    for (int b = 0; b < 4; ++b) {
-                        if (!decltype(full)::value && sb * 4 + b >= A.kblocks) break;
-                        u32 a0[4], a1[4];
-                        dequant_blk<decltype(slow)::value>((b == 0) ? wa.x : (b == 1) ? wa.y : (b == 2) ? wa.z : wa.w,
-                                                           sa, b, a0);
-                        dequant_blk<decltype(slow)::value>((b == 0) ? wb.x : (b == 1) ? wb.y : (b == 2) ? wb.z : wb.w,
-                                                           sc, b, a1);
-#pragma unroll
-                        for (int n = 0; n < NT; ++n) {
-                            const uint4 xv = *reinterpret_cast<const uint4*>(xs + n * 8 * XS16 + b * 32);
-                            mma_bf16(acc[n], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
-                            mma_bf16(acc2[n], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
-                        }
-                    }
-                };
                 const bool slow = warp_needs_slow(big_scales(sa) | big_scales(sc));
-                if (sb * 4 + 4 <= A.kblocks) {
-                    if (slow) step(BoolC<true>(), BoolC<true>()); else step(BoolC<false>(), BoolC<true>());
+                const int blk0 = sb * 4, kb = A.kblocks, xn = 8 * XS16;
+                if (blk0 + 4 <= kb) {
+                    if (slow) rows16_superblock<true, true, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
+                    else rows16_superblock<false, true, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
                 } else {
-                    if (slow) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
+                    if (slow) rows16_superblock<true, false, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
+                    else rows16_superblock<false, false, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
                 }
-                load(sb + D, wr[i], sr[i]);
+                rows.load(sb + D, wr[i], sr[i]);
             }
         }
     }
