@@ -101,12 +101,12 @@ def _median_us(fn, reps, stream):
     return float(np.median([cp.cuda.get_elapsed_time(a, b) for a, b in evs]) * 1e3)
 
 
-def time_ours(dw, T, k, rng, reps, config=None, breakdown=False):
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None):
     """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
-    {kernel: us} if breakdown)."""
+    {kernel: us} if breakdown). pdl: programmatic dependent launches (None = where available)."""
     import cupy as cp
     from .moe import MoEGraph, fused_moe
-    g = MoEGraph(dw, T, k, config=config, routing=True)
+    g = MoEGraph(dw, T, k, config=config, routing=True, pdl=pdl)
     x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
     g.x[...] = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))      # truncation is fine here
     g.router_logits[...] = cp.asarray(rng.standard_normal((T, dw.num_experts)).astype(np.float32))
@@ -189,6 +189,9 @@ def main(argv=None):
     ap.add_argument("--config", default=None, help="force a kernel configuration (a key of cupy_kernels.moe.CONFIGS)")
     ap.add_argument("--sweep", default=None, help="comma list of configurations to time each (ours only)")
     ap.add_argument("--breakdown", action="store_true", help="also time each kernel of the forward")
+    ap.add_argument("--pdl-ab", action="store_true",
+                    help="with --sweep: time each configuration without and with programmatic dependent launch, "
+                         "alternating twice (off, on, off, on)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import cupy as cp
@@ -205,9 +208,11 @@ def main(argv=None):
             for T in tokens:
                 res = []
                 for cfg in a.sweep.split(","):
-                    us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg)
-                    res.append(f"{cfg} {us_c:8.1f}")
-                    rows.append(dict(model=name, tokens=T, config=cfg, ours_us=us_c, device=dev))
+                    for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
+                        us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl)
+                        tag = "" if pdl is None else (" pdl" if pdl else " plain")
+                        res.append(f"{cfg}{tag} {us_c:8.1f}")
+                        rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, device=dev))
                 print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)
             del dw
             cp.get_default_memory_pool().free_all_blocks()

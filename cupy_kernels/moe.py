@@ -28,6 +28,12 @@ Kernel layout (K = reduction axis, Kp = K rounded up to 128, R = kernel rows):
   * w2: R = H rounded up to 256 (extra rows zero, never read).
 The Hopper configs also need the activations with k permuted inside each 32-block (spec/30-layouts.md
 section 30.9): x is permuted by a small kernel per call, the intermediate is written permuted.
+
+Launches: on sm_90 and later every kernel of the forward after the first is a programmatic dependent
+launch (``_launch.py``; not in the Hopper configurations, where it measured no gain): it may start while
+the kernel before it finishes, and waits for that kernel's results on the device, so the launch gaps
+inside a CUDA graph shrink (1 token: 36 -> 32 us, H200).
+``pdl=False`` (or MXFP4REF_PDL=0) gives plain launches; the results are the same bits either way (tested).
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ try:
     import cupy as cp
 except ImportError:          # CPU-only machines: the module imports, calls raise
     cp = None
+
+from ._launch import launch, pdl_available
 
 ACTIVATIONS = {"swigluoai": 0, "silu": 1, "gelu": 2}
 _KERNEL_FILE = "moe_fused.cu"
@@ -395,7 +403,7 @@ class Workspace:
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
               apply_router_weight_on_input: bool = False, global_num_experts: int | None = None,
               config: str | None = None, impl: str = "fast", workspace: Workspace | None = None,
-              _launches: list | None = None):
+              pdl: bool | None = None, _chained: bool = False, _launches: list | None = None):
     """The MoE layer on the GPU: (T, H) bf16 bits (cupy uint16). Spec: mxfp4ref.moe.forward.fused_moe.
 
     x (T, H) bf16 (cupy uint16 bits or numpy bfloat16); weights: DeviceMoEWeights (``to_device``) or an
@@ -403,8 +411,11 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     global ids (-1 = dropped); expert_map (G,) int32 global -> local id or -1. ``config`` forces a kernel
     configuration (CONFIGS), ``impl="naive"`` runs the scalar reference kernels (needs keep_raw=True).
     Launches only; never synchronizes with the host (ids out of range are dropped, not reported: the
-    spec raises on them; numpy ids are checked on the host). ``_launches`` (a list) collects the kernel
-    launches instead of running them (for per-kernel timing)."""
+    spec raises on them; numpy ids are checked on the host). ``pdl``: launch the kernels after the first
+    as programmatic dependent launches (cupy_kernels/_launch.py; True needs sm_90+ and is ignored
+    elsewhere); None (default) = on sm_90+ except in the Hopper configurations (measured no faster there,
+    BENCHMARKS.md). ``_chained``: the first kernel too (moe_forward: it follows the routing kernel).
+    ``_launches`` (a list) collects the kernel launches instead of running them (for per-kernel timing)."""
     _require_cupy()
     dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights, keep_raw=(impl == "naive"))
     if activation not in ACTIVATIONS:
@@ -465,9 +476,15 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     null = np.uint64(0)                      # a NULL pointer argument
     launches = []                            # (name, thunk): run in order; each is idempotent
 
+    # PDL by default except for the Hopper configurations: there same-run A/B timings showed no gain
+    # (H200, 120b: T=4096 +2.5% and +6.6%, T=16384 -0.1%; 20b T=4096 +0.2%), against -8..-15% at 1-2 tokens
+    auto_pdl = pdl_available() and cfg not in HOPPER_CONFIGS
+    use_pdl = (auto_pdl if pdl is None else bool(pdl) and pdl_available()) and impl == "fast"
+
     def add(name, grid, block, args, smem_bytes=0):
         f = _kernel(name, smem_bytes)
-        launches.append((name, lambda: f(grid, block, args, shared_mem=smem_bytes)))
+        chained = use_pdl and (_chained or bool(launches))     # after a kernel of this forward
+        launches.append((name, lambda: launch(f, grid, block, args, smem_bytes, pdl=chained)))
 
     small = SMALL_TILES.get(cfg) if impl == "fast" else None
     split = CONFIGS[small][1] if small else 0
@@ -539,13 +556,14 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
 
 
 def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = True, activation: str = "swigluoai",
-                workspace: Workspace | None = None, config: str | None = None, logits_dtype=None):
+                workspace: Workspace | None = None, config: str | None = None, logits_dtype=None,
+                pdl: bool | None = None):
     """Routing + fused_moe (the monolithic path), all on the GPU with no host synchronisation.
 
     Routing is cupy_kernels.routing (spec: mxfp4ref.moe.routing.route, scoring="softmax", order="weight",
     bit-exact), launched into workspace buffers; router_logits (T, E) float32 / float16 / bf16 bits
     (uint16 with logits_dtype="bfloat16"). Non-finite logits are not reported (that check would need a
-    device-to-host read); use cupy_kernels.route for checked routing."""
+    device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's."""
     _require_cupy()
     from . import routing as _routing
     from ._args import float_input
@@ -566,7 +584,8 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_bad = cp.zeros((1,), cp.int32)
     _routing.launch(logits, in_dtype, int(top_k), 0, bool(renormalize), False, ws.route_w, ws.route_ids,
                     ws.route_bad)
-    return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg)
+    return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
+                     pdl=pdl, _chained=True)
 
 
 def dequant_probe(words, scale_bytes, *, general: bool = True):

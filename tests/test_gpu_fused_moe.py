@@ -387,6 +387,46 @@ def test_moe_forward_routes_on_gpu_and_replays_in_a_graph():
     np.testing.assert_array_equal(cp.asnumpy(g.replay()), out)
 
 
+def _pdl():
+    from cupy_kernels._launch import pdl_available
+    if not pdl_available():
+        pytest.skip("programmatic dependent launch needs compute capability >= 9.0 and cuLaunchKernelEx")
+    return _cp()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config,T", [("direct", 1), ("direct", 2), ("direct", 3), ("decode", 2), ("stream16", 24),
+                                      ("tiled32", 64), ("hopper64", 64), ("hopper", 200)])
+def test_pdl_chain_gives_the_plain_launches_bits(config, T):
+    """Programmatic dependent launches (each kernel may start before the one before it ends) change no
+    bit: fused_moe and moe_forward with and without PDL, then a routed graph replayed with new router
+    logits before every replay (a kernel reading routing output before its grid wait would see the
+    previous replay's ids), compared with plain launches every time."""
+    cp = _pdl()
+    if config.startswith("hopper"):
+        _hopper()
+    E, H, I, k = 32, 256, 192, 4
+    w = random_moe_weights(E, H, I, seed=41)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(42)
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    plain = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=False))
+    assert_within_bound(cp.asarray(plain), x, w, tw, ids)
+    np.testing.assert_array_equal(cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=True)), plain)
+    g = fm.MoEGraph(dw, T, k, routing=True, config=config, pdl=True)
+    g.x[...] = cp.asarray(x.view(np.uint16))
+    for rep in range(12):
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        if rep % 3 == 2:
+            logits[:, 5] += 100.0                                       # every token on expert 5
+        g.router_logits[...] = cp.asarray(logits)
+        g.out.fill(0x7FC1)
+        got = cp.asnumpy(g.replay())
+        ref = cp.asnumpy(fm.moe_forward(x, cp.asarray(logits), dw, k, config=config, pdl=False))
+        np.testing.assert_array_equal(got, ref, err_msg=f"replay {rep}")
+
+
 # --------------------------------------------------------------------------------------------------
 # GPU: the Hopper (wgmma) path
 # --------------------------------------------------------------------------------------------------

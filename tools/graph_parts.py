@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--tokens", default="1,256")
     ap.add_argument("--config", default=None)
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--no-pdl", action="store_true", help="plain launches (no programmatic dependent launch)")
     a = ap.parse_args()
     E, k, H, I = MODELS[a.model]
     dw = random_device_layer(E, H, I)
@@ -41,8 +42,9 @@ def main():
             route = lambda: _routing.launch(logits, "float32", k, 0, True, False, tw, ids, bad)  # noqa: E731
             route()
             launches = []
-            fused_moe(x, dw, tw, ids, config=cfg, workspace=ws)           # warm-up (module, smem opt-in)
-            fused_moe(x, dw, tw, ids, config=cfg, workspace=ws, _launches=launches)
+            pdl = False if a.no_pdl else None
+            fused_moe(x, dw, tw, ids, config=cfg, workspace=ws, pdl=pdl, _chained=True)   # warm-up
+            fused_moe(x, dw, tw, ids, config=cfg, workspace=ws, pdl=pdl, _chained=True, _launches=launches)
             stream.synchronize()
             steps = [("route", route)] + [(n, f) for n, f in launches]
             prev = 0.0
@@ -55,7 +57,7 @@ def main():
                 us = _median_us(lambda: g.launch(stream), a.reps, stream)
                 out.append(f"+{steps[i - 1][0]} {us:.1f} ({us - prev:+.1f})")
                 prev = us
-        print(f"{a.model} T={T} [{cfg}]: " + ", ".join(out), flush=True)
+        print(f"{a.model} T={T} [{cfg}{'' if pdl is None else ', no PDL'}]: " + ", ".join(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,9 @@ def fused_moe_all_configs(rng):
         logits = rng.standard_normal((T, 5)).astype(np.float32)
         tw, ids = mxfp4ref.route(logits, 2)
         for cfg in configs:
-            out = fm.fused_moe(x, dw, tw, ids, config=cfg).get().view(ml_dtypes.bfloat16)
-            ok &= bool(np.isfinite(out.astype(np.float32)).all())
+            for pdl in (None, True):          # default launches, and PDL for every configuration
+                out = fm.fused_moe(x, dw, tw, ids, config=cfg, pdl=pdl).get().view(ml_dtypes.bfloat16)
+                ok &= bool(np.isfinite(out.astype(np.float32)).all())
         fm.fused_moe(x, dw, tw, ids, impl="naive")
         fm.moe_forward(x, cp.asarray(logits), dw, 2)
     return ok

@@ -21,11 +21,15 @@
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
-//                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine).
+//                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine); GEMM2 issues its
+//                     weight copies before its grid wait.
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
 //                     the second reference (slow, simple) that the tests compare the fast path against.
 //   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
+// Every kernel of the forward starts with MOE_GRID_ENTER: on sm_90 fused_moe launches all but the first
+// with programmatic dependent launch (cupy_kernels/_launch.py), so each launch overlaps the tail of the
+// kernel before it.
 //
 // Kernel weight layout (built once by fused_moe.to_device; K = reduction axis, Kp = K rounded up to 128):
 //   W  [E, R/16, Kp/128, 16 (row), 4 (t), 4 (b)] uint32: word (row 16*G + row, sb, t, b) holds the 8 FP4
@@ -50,8 +54,17 @@
 // Launch shapes: see the CFG table in fused_moe.py (block = KS*RS*CS warps; KS warps split K and reduce
 // through shared memory in fixed order; RS warps split rows; CS warps split the tile's tokens).
 
+#include "mx_common.cuh"
+
 typedef unsigned int u32;
 typedef unsigned short u16;
+
+// Every kernel of the forward starts with MOE_GRID_ENTER: wait for the kernel before it (launched with
+// programmatic dependent launch it may have started early: mx_common.cuh) and let the next one start.
+// Only the direct GEMM2 does work before the wait (it issues its weight copies first).
+#define MOE_GRID_ENTER \
+    mxk_grid_wait();   \
+    mxk_grid_release();
 
 #define ACT_SWIGLUOAI 0
 #define ACT_SILU 1
@@ -177,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
 moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
          int e_local, int bt, int split, int* __restrict__ sorted_slot, int4* __restrict__ tiles,
          int4* __restrict__ tiles_small, int* __restrict__ meta, int* __restrict__ local_ids) {
+    MOE_GRID_ENTER
     __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nthr = blockDim.x, nwarp = nthr >> 5;                // 256 or 1024 threads
@@ -544,9 +558,13 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
 // at least MINB blocks resident per SM)
 #define DEFINE_GEMM(name, MT, NT, KS, RS, CS, MINB)                                                     \
     extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS, MINB)                               \
-        moe_gemm1_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, true>(A); }   \
+        moe_gemm1_##name(GEMM_PARAMS) {                                                                 \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, true>(A);                       \
+    }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * KS * RS * CS, MINB)                               \
-        moe_gemm2_##name(GEMM_PARAMS) { GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, false>(A); }
+        moe_gemm2_##name(GEMM_PARAMS) {                                                                 \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_body<MT, NT, KS, RS, CS, false>(A);                      \
+    }
 
 DEFINE_GEMM(decode, 2, 1, 4, 1, 1, 4)  // 32 rows x 8 tokens, 4 warps split K, 4 blocks per SM: weight streaming
 DEFINE_GEMM(mid, 2, 4, 4, 1, 1, 1)     // 32 rows x 32 tokens, 4 warps split K
@@ -576,9 +594,18 @@ struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
     const int* ids;          // [n_slots] global expert ids
     const int* expert_map;   // nullable
-    int* local_ids;          // GEMM1 writes it (block x == 0); GEMM2 reads it
+    int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine
     int n_slots, e_global, e_local;
 };
+
+// The local expert of a slot (-1: dropped), as moe_sort maps it. L2 loads: in a GEMM2 launched early
+// (PDL) nothing may come from an L1 line cached before routing wrote the ids.
+__device__ __forceinline__ int direct_local_expert(const DirectArgs& D, int slot) {
+    const int gid = __ldcg(D.ids + slot);
+    int expert = (gid >= 0 && gid < D.e_global) ? gid : -1;
+    if (expert >= 0 && D.expert_map) expert = __ldcg(D.expert_map + expert);
+    return expert < D.e_local ? expert : -1;
+}
 
 // cp.async.wait_group with a run-time count 0..7 (folds to one instruction when n is a constant).
 __device__ __forceinline__ void cp_async_wait_n(int n) {
@@ -600,26 +627,20 @@ struct OneCol {                              // the tile's single column: (slot,
     __device__ __forceinline__ void get(int, int& s, float& g) const { s = slot; g = gamma; }
 };
 
-template <int KS, int MAXSB, bool GATED>
-__device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
+// One (row block, slot) item: every thread of the block calls it and returns from it. GEMM2 (GATED false)
+// issues its weight copies, then calls wait_input() (all threads) before it reads the intermediate (the
+// grid wait of a PDL launch).
+template <int KS, int MAXSB, bool GATED, class Wait>
+__device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int rowblk, int slot, const Wait& wait_input) {
     static_assert(MAXSB >= 1 && MAXSB <= 7, "cp_async_wait_n counts up to 7 (MAXSB groups + the row)");
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int slot = blockIdx.y;
     if (slot >= D.n_slots) return;
-    int expert;
-    if (GATED) {
-        const int gid = D.ids[slot];
-        expert = (gid >= 0 && gid < D.e_global) ? gid : -1;
-        if (expert >= 0 && D.expert_map) expert = D.expert_map[expert];
-        if (expert >= D.e_local) expert = -1;
-        if (blockIdx.x == 0 && tid == 0) D.local_ids[slot] = expert;
-    } else {
-        expert = D.local_ids[slot];
-    }
+    const int expert = direct_local_expert(D, slot);      // GEMM2: before its wait (ids are final by then)
+    if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
     if (expert < 0) return;
-    const int row0 = blockIdx.x * 32;
+    const int row0 = rowblk * 32;
     const int kw = D.A.kp >> 5, nsb_all = D.A.kp >> 7;
     const int nsb = (D.A.kblocks + 3) >> 2;
     const int sb0 = (warp * nsb) / KS, sb1 = ((warp + 1) * nsb) / KS;
@@ -635,11 +656,11 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
     u16* xsm = reinterpret_cast<u16*>(smem);                        // [kp]
     unsigned char* wsm = smem + 2 * D.A.kp + warp * (MAXSB * 2176);   // this warp's [MAXSB][2 KB w | 128 B s]
     const u32 wsm_s = (u32)__cvta_generic_to_shared(wsm);
-    {                                                               // the activation row: group 0
+    auto stage_row = [&]() {                                        // the activation row: one group
         const long xr = GATED ? (long)(slot / D.A.top_k) : (long)slot;
         for (int c = tid; c < D.A.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.A.X + xr * D.A.ldx + 8 * c, 16);
         cp_async_commit();
-    }
+    };
     auto issue = [&](int c0) {                                      // superblocks c0 .. c0+MAXSB-1 of this warp
 #pragma unroll
         for (int i = 0; i < MAXSB; ++i) {
@@ -659,9 +680,17 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
             cp_async_commit();                                      // empty groups keep the count uniform
         }
     };
-    issue(sb0);
-    cp_async_wait<MAXSB>();                                         // this thread's part of the row landed
-    __syncthreads();                                                // ... everyone's
+    if (GATED) {                                                    // row (group 0), then the weights
+        stage_row();
+        issue(sb0);
+        cp_async_wait<MAXSB>();                                     // this thread's part of the row landed
+    } else {                                                        // weights first: GEMM1 may still run
+        issue(sb0);
+        wait_input();                                               // GEMM1 done: the intermediate is final
+        stage_row();
+        cp_async_wait<0>();                                         // the row (and the weights) landed
+    }
+    __syncthreads();                                                // ... everyone's part
     float acc[2][1][4], acc2[2][4];
 #pragma unroll
     for (int m = 0; m < 2; ++m)
@@ -721,17 +750,18 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) red[warp][lane][4 * m + i] = acc[m][0][i] + acc2[m][i];
     __syncthreads();
-    if (warp != 0) return;
+    if (warp == 0) {
 #pragma unroll
-    for (int m = 0; m < 2; ++m)
+        for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float s = 0.0f;
-            for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
-            acc[m][0][i] = s;
-        }
-    const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldg(D.A.topk_w + slot)))};
-    moe_epilogue<2, 1, GATED>(D.A, acc, expert, slot, 1, row0, 0, g, t, col);
+            for (int i = 0; i < 4; ++i) {
+                float s = 0.0f;
+                for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
+                acc[m][0][i] = s;
+            }
+        const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)))};
+        moe_epilogue<2, 1, GATED>(D.A, acc, expert, slot, 1, row0, 0, g, t, col);
+    }
 }
 
 #define DIRECT_PARAMS                                                                                   \
@@ -746,10 +776,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D) {
 // name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB
 #define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
-        DIRECT_ARGS_INIT moe_gemm_direct_body<KS, MAXSB, true>(D);                                      \
+        MOE_GRID_ENTER DIRECT_ARGS_INIT                                                                 \
+        moe_gemm_direct_item<KS, MAXSB, true>(D, blockIdx.x, blockIdx.y, [] {});                        \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm2_##name(DIRECT_PARAMS) {       \
-        DIRECT_ARGS_INIT moe_gemm_direct_body<KS, MAXSB, false>(D);                                     \
+        DIRECT_ARGS_INIT                                                                                \
+        moe_gemm_direct_item<KS, MAXSB, false>(D, blockIdx.x, blockIdx.y, [] { MOE_GRID_ENTER });       \
     }
 DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
 
@@ -869,10 +901,10 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
 // MINB blocks resident per SM)
 #define DEFINE_GEMM_STREAM(name, D, NWARP, MINB)                                                        \
     extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm1_##name(GEMM_PARAMS) {      \
-        GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, true>(A);                                         \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, true>(A);                          \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm2_##name(GEMM_PARAMS) {      \
-        GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, false>(A);                                        \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_stream_body<D, NWARP, false>(A);                         \
     }
 
 // ------------------------------------------------------------------------------------------------
@@ -986,10 +1018,10 @@ __device__ __forceinline__ void moe_gemm_stream16_body(const GemmArgs& A) {
 // name, D, NWARP, ST, MINB (block rows = 16*NWARP, 16 tokens; dynamic smem = ST * 16 * XS16 * 2 bytes)
 #define DEFINE_GEMM_STREAM16(name, D, NWARP, ST, MINB)                                                  \
     extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm1_##name(GEMM_PARAMS) {      \
-        GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, true>(A);                                   \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, true>(A);                    \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * NWARP, MINB) moe_gemm2_##name(GEMM_PARAMS) {      \
-        GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, false>(A);                                  \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_stream16_body<D, NWARP, ST, false>(A);                   \
     }
 
 // ------------------------------------------------------------------------------------------------
@@ -1116,10 +1148,10 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 // dynamic smem = ST * (BT * 320 + BR * 68) bytes)
 #define DEFINE_GEMM_TILED(name, MT, NT, RS, CS, ST)                                                     \
     extern "C" __global__ void __launch_bounds__(32 * RS * CS, 1) moe_gemm1_##name(GEMM_PARAMS) {       \
-        GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, true>(A);                                \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, true>(A);                 \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * RS * CS, 1) moe_gemm2_##name(GEMM_PARAMS) {       \
-        GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, false>(A);                               \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_tiled_body<MT, NT, RS, CS, ST, false>(A);                \
     }
 
 DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
@@ -1170,6 +1202,7 @@ extern "C" __global__ void moe_hopper_built(int* flag) { *flag = MOE_HOPPER; }
 // x [T, H] bf16 -> xp [T, Hp] bf16, columns permuted per 32-block as above, zeros past H.
 // One thread per (row, 32-block): 64 bytes in, 64 bytes out.
 extern "C" __global__ void moe_permute_x(const u16* __restrict__ x, int n_rows, int h, int hp, u16* __restrict__ xp) {
+    MOE_GRID_ENTER
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     const int nb = hp >> 5;
     if (i >= (long)n_rows * nb) return;
@@ -1392,10 +1425,10 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 
 #define DEFINE_GEMM_HOPPER(name, NWG, BN, ST)                                                           \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS) {          \
-        GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, true>(A);                                      \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, true>(A);                       \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm2_##name(GEMM_PARAMS) {          \
-        GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, false>(A);                                     \
+        MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, false>(A);                      \
     }
 
 // name, NWG, BN, ST (block rows 64*NWG, tokens BN, threads 128*NWG, ST stages; dynamic smem
@@ -1407,6 +1440,7 @@ DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
 extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
                                        int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
+    MOE_GRID_ENTER
     const int h8 = hidden >> 3;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)n_tokens * h8) return;
@@ -1451,6 +1485,7 @@ extern "C" __global__ void moe_gemm1_naive(const unsigned char* w13, const unsig
                                            const u16* x, const int* local_ids, const float* topk_w, int n_slots,
                                            int top_k, int hidden, int inter, const int* gate_idx,
                                            const int* up_idx, int act, int weight_on_input, u16* out) {
+    MOE_GRID_ENTER
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)n_slots * inter) return;
     const int slot = (int)(i / inter), ch = (int)(i % inter);
@@ -1473,6 +1508,7 @@ extern "C" __global__ void moe_gemm1_naive(const unsigned char* w13, const unsig
 extern "C" __global__ void moe_gemm2_naive(const unsigned char* w2, const unsigned char* s2, const float* b2,
                                            const u16* inter_act, const int* local_ids, const float* topk_w,
                                            int n_slots, int hidden, int inter, int weight_on_input, u16* y) {
+    MOE_GRID_ENTER
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)n_slots * hidden) return;
     const int slot = (int)(i / hidden), h = (int)(i % hidden);

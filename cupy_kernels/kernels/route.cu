@@ -96,6 +96,7 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
                                                 int scoring, int renormalize, int order_id,
                                                 float* __restrict__ weights, int* __restrict__ ids,
                                                 int* __restrict__ bad) {
+    mxk_grid_release();   // a PDL-launched consumer (the fused MoE forward) may start its launch now
     const int lane = threadIdx.x & 31;
     const int warps_per_block = blockDim.x >> 5;
     for (long long t = (long long)blockIdx.x * warps_per_block + (threadIdx.x >> 5); t < T;
@@ -212,6 +213,7 @@ __global__ void __launch_bounds__(1024) mx_route_fast(const void* __restrict__ l
                                                       int scoring, int renormalize, int order_id,
                                                       float* __restrict__ weights, int* __restrict__ ids,
                                                       int* __restrict__ bad, int* __restrict__ counts) {
+    mxk_grid_release();   // a PDL-launched consumer (the fused MoE forward) may start its launch now
     extern __shared__ int hist[];
     const int lane = threadIdx.x & 31;
     const int q = lane & (MXK_RG - 1);            // my lane in my token's group
