@@ -328,16 +328,23 @@ struct SmemCols {
 
 // Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
 // PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
-template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
-__device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
-                                             int count, int row0, int col0, int g, int t, const Cols& cols) {
+// The thread's bias values (rows row0 + 16m + g and + 8): loaded once; the direct kernels load them before
+// their main loop so that the load latency is not on the block's critical path.
+template <int MT>
+__device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row0, int g, float (&blo)[MT],
+                                          float (&bhi)[MT]) {
     const float* bias = A.bias + (long)expert * A.rows_p;
-    float blo[MT], bhi[MT];                   // the thread's bias values, loaded once
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
         blo[m] = __ldg(bias + row0 + 16 * m + g);
         bhi[m] = __ldg(bias + row0 + 16 * m + g + 8);
     }
+}
+
+template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
+__device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], const float (&blo)[MT],
+                                             const float (&bhi)[MT], int start, int count, int row0, int col0,
+                                             int g, int t, const Cols& cols) {
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -364,6 +371,14 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
                 }
             }
         }
+}
+
+template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
+__device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
+                                             int count, int row0, int col0, int g, int t, const Cols& cols) {
+    float blo[MT], bhi[MT];
+    load_bias<MT>(A, expert, row0, g, blo, bhi);
+    moe_epilogue<MT, NT, GATED, PERM>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
 }
 
 template <int MT, int NT, bool GATED>
@@ -691,6 +706,12 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
         cp_async_wait<0>();                                         // the row (and the weights) landed
     }
     __syncthreads();                                                // ... everyone's part
+    float blo[2], bhi[2];                                           // epilogue operands, loaded now (warp 0)
+    float gamma = 0.0f;
+    if (warp == 0) {
+        load_bias<2>(D.A, expert, row0, g, blo, bhi);
+        gamma = bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)));
+    }
     float acc[2][1][4], acc2[2][4];
 #pragma unroll
     for (int m = 0; m < 2; ++m)
@@ -759,8 +780,7 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
                 for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
                 acc[m][0][i] = s;
             }
-        const OneCol col{slot, bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)))};
-        moe_epilogue<2, 1, GATED>(D.A, acc, expert, slot, 1, row0, 0, g, t, col);
+        moe_epilogue<2, 1, GATED>(D.A, acc, blo, bhi, slot, 1, row0, 0, g, t, OneCol{slot, gamma});
     }
 }
 
