@@ -1460,6 +1460,14 @@ DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroup
 DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
 
 // ------------------------------------------------------------------------------------------------
+// 16 bytes from global memory through L2 only (an asm statement: the compiler does not move it under the
+// caller's condition).
+__device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
 extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
                                        int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
@@ -1471,15 +1479,18 @@ extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __r
     float s[8];
 #pragma unroll
     for (int q = 0; q < 8; ++q) s[q] = 0.0f;
+#pragma unroll 4
     for (int j = 0; j < top_k; ++j) {
+        // the row is loaded whether or not the slot is valid (a dropped slot's row is in bounds and unused,
+        // and adding +0.0 leaves a sum that starts at +0.0 unchanged): both loads are in flight together
         const int slot = tkn * top_k + j;
-        if (local_ids[slot] < 0) continue;
-        uint4 v = *reinterpret_cast<const uint4*>(y + (long)slot * hidden + 8 * c);
+        const uint4 v = ld_cg_v4(y + (long)slot * hidden + 8 * c);
+        const bool valid = local_ids[slot] >= 0;
         u32 w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-            s[2 * q] += __uint_as_float(w[q] << 16);
-            s[2 * q + 1] += __uint_as_float(w[q] & 0xffff0000u);
+            s[2 * q] += valid ? __uint_as_float(w[q] << 16) : 0.0f;
+            s[2 * q + 1] += valid ? __uint_as_float(w[q] & 0xffff0000u) : 0.0f;
         }
     }
     u32 o[4];
