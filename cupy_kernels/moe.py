@@ -94,8 +94,8 @@ CONFIGS = {
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
 DIRECT_CONFIGS = frozenset({"direct"})
-# `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. Longer K would
-# take the kernel's multi-chunk path, which no test exercises, so the host never sends it there.
+# `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
+# no path for longer K (it traps), so the host never sends it there.
 DIRECT_MAX_K = 8 * 3 * 128
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64.

@@ -604,6 +604,7 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // group per superblock) into its own shared memory, then computes superblock i as soon as group i has
 // landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
+// Padded K is at most KS * MAXSB * 128 (3072; fused_moe checks it, the kernel traps beyond it).
 // Dynamic smem: Kp * 2 (the row) + KS * MAXSB * 2176 bytes.
 struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
@@ -659,6 +660,7 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
     const int kw = D.A.kp >> 5, nsb_all = D.A.kp >> 7;
     const int nsb = (D.A.kblocks + 3) >> 2;
     const int sb0 = (warp * nsb) / KS, sb1 = ((warp + 1) * nsb) / KS;
+    if (sb1 - sb0 > MAXSB) __trap();      // K > KS * MAXSB superblocks: fused_moe rejects it (DIRECT_MAX_K)
     bool mvalid[2];
     const uint4* wg[2];
     const u32* sg[2];
@@ -717,11 +719,8 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
     for (int m = 0; m < 2; ++m)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[m][0][i] = acc2[m][i] = 0.0f;
-    for (int c0 = sb0; c0 < sb1; c0 += MAXSB) {
-        if (c0 != sb0) {       // K > KS * MAXSB superblocks: fused_moe never sends that here (DIRECT_MAX_K)
-            __syncwarp();
-            issue(c0);
-        }
+    {                                                               // the warp's whole K range: one chunk
+        const int c0 = sb0;
 #pragma unroll
         for (int i = 0; i < MAXSB; ++i) {
             cp_async_wait_n(MAXSB - 1 - i);                         // a constant once the loop is unrolled
