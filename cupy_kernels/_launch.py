@@ -109,4 +109,5 @@ def launch(func, grid, block, args, shared_mem: int = 0, *, pdl: bool = False) -
     if rc != 0:
         msg = ctypes.c_char_p()
         _DRIVER["err"](rc, ctypes.byref(msg))
-        raise RuntimeError(f"cuLaunchKernelEx failed: CUDA error {rc} ({(msg.value or b'?').decode()})")
+        raise RuntimeError(f"cuLaunchKernelEx failed: CUDA error {rc} ({(msg.value or b'?').decode()}); "
+                           f"MXFP4REF_PDL=0 launches without programmatic dependent launch")
