@@ -1412,9 +1412,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
             slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
         }
-        // the stage's descriptor once; block b's is it plus a constant (the 14-bit address field cannot
-        // carry: shared addresses are < 2**18 and the offsets stay inside the stage)
-        const unsigned long long desc_sb = wgmma_desc(smem_base + (sb % ST) * STAGE);
+        const u32 xa = smem_base + (sb % ST) * STAGE;
         const int blocks_left = A.kblocks - sb * 4;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
@@ -1426,7 +1424,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
             else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
             wgmma_fence();
-            const unsigned long long desc = desc_sb + (((b >> 1) * (BN * 128) + (b & 1) * 64) >> 4);
+            const unsigned long long desc = wgmma_desc(xa + (b >> 1) * (BN * 128) + (b & 1) * 64);
             wgmma_n<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);                // k16 step 0
             wgmma_n<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);            // step 1: 32 bytes on
             wgmma_commit();
