@@ -643,15 +643,15 @@ struct OneCol {                              // the tile's single column: (slot,
     __device__ __forceinline__ void get(int, int& s, float& g) const { s = slot; g = gamma; }
 };
 
-// One (row block, slot) item: every thread of the block calls it and returns from it. GEMM2 (GATED false)
-// issues its weight copies, then calls wait_input() (all threads) before it reads the intermediate (the
-// grid wait of a PDL launch).
+// Block (row block blockIdx.x, slot blockIdx.y). GEMM2 (GATED false) issues its weight copies, then calls
+// wait_input() (all threads) before it reads the intermediate: the grid wait of a PDL launch.
 template <int KS, int MAXSB, bool GATED, class Wait>
-__device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int rowblk, int slot, const Wait& wait_input) {
+__device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const Wait& wait_input) {
     static_assert(MAXSB >= 1 && MAXSB <= 7, "cp_async_wait_n counts up to 7 (MAXSB groups + the row)");
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
+    const int rowblk = blockIdx.x, slot = blockIdx.y;
     if (slot >= D.n_slots) return;
     const int expert = direct_local_expert(D, slot);      // GEMM2: before its wait (ids are final by then)
     if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
@@ -678,10 +678,10 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
         for (int c = tid; c < D.A.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.A.X + xr * D.A.ldx + 8 * c, 16);
         cp_async_commit();
     };
-    auto issue = [&](int c0) {                                      // superblocks c0 .. c0+MAXSB-1 of this warp
+    auto issue = [&]() {                                            // this warp's superblocks sb0 .. sb1-1
 #pragma unroll
         for (int i = 0; i < MAXSB; ++i) {
-            const int sb = c0 + i;
+            const int sb = sb0 + i;
             if (sb < sb1) {
                 const u32 st = wsm_s + i * 2176;
 #pragma unroll
@@ -699,10 +699,10 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
     };
     if (GATED) {                                                    // row (group 0), then the weights
         stage_row();
-        issue(sb0);
+        issue();
         cp_async_wait<MAXSB>();                                     // this thread's part of the row landed
     } else {                                                        // weights first: GEMM1 may still run
-        issue(sb0);
+        issue();
         wait_input();                                               // GEMM1 done: the intermediate is final
         stage_row();
         cp_async_wait<0>();                                         // the row (and the weights) landed
@@ -719,49 +719,47 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
     for (int m = 0; m < 2; ++m)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[m][0][i] = acc2[m][i] = 0.0f;
-    {                                                               // the warp's whole K range: one chunk
-        const int c0 = sb0;
+    // the warp's whole K range (at most MAXSB superblocks, all in flight): compute each as its group lands
 #pragma unroll
-        for (int i = 0; i < MAXSB; ++i) {
-            cp_async_wait_n(MAXSB - 1 - i);                         // a constant once the loop is unrolled
-            __syncwarp();
-            const int sb = c0 + i;
-            if (sb >= sb1) break;
-            const unsigned char* st = wsm + i * 2176;
-            uint4 wv[2][2];
-            u32 sv[2][2];
-            u32 big = 0;
+    for (int i = 0; i < MAXSB; ++i) {
+        cp_async_wait_n(MAXSB - 1 - i);                         // a constant once the loop is unrolled
+        __syncwarp();
+        const int sb = sb0 + i;
+        if (sb >= sb1) break;
+        const unsigned char* st = wsm + i * 2176;
+        uint4 wv[2][2];
+        u32 sv[2][2];
+        u32 big = 0;
 #pragma unroll
-            for (int m = 0; m < 2; ++m)
+        for (int m = 0; m < 2; ++m)
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    wv[m][h] = *reinterpret_cast<const uint4*>(st + m * 1024 + 16 * ((8 * h + g) * 4 + t));
-                    sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
-                    if (mvalid[m]) big |= big_scales(sv[m][h]);
+            for (int h = 0; h < 2; ++h) {
+                wv[m][h] = *reinterpret_cast<const uint4*>(st + m * 1024 + 16 * ((8 * h + g) * 4 + t));
+                sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
+                if (mvalid[m]) big |= big_scales(sv[m][h]);
+            }
+        auto step = [&](auto slow) {
+#pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                const int blk = sb * 4 + b;
+                if (blk >= D.A.kblocks) break;
+                // B fragment: token column g = 0 holds the row, the other columns are zero
+                uint4 xv = make_uint4(0, 0, 0, 0);
+                if (g == 0) xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
+#pragma unroll
+                for (int m = 0; m < 2; ++m) {
+                    if (!mvalid[m]) continue;
+                    u32 a0[4], a1[4];
+                    const u32 q0 = (b == 0) ? wv[m][0].x : (b == 1) ? wv[m][0].y : (b == 2) ? wv[m][0].z : wv[m][0].w;
+                    const u32 q1 = (b == 0) ? wv[m][1].x : (b == 1) ? wv[m][1].y : (b == 2) ? wv[m][1].z : wv[m][1].w;
+                    dequant_blk<decltype(slow)::value>(q0, sv[m][0], b, a0);
+                    dequant_blk<decltype(slow)::value>(q1, sv[m][1], b, a1);
+                    mma_bf16(acc[m][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
+                    mma_bf16(acc2[m], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
                 }
-            auto step = [&](auto slow) {
-#pragma unroll
-                for (int b = 0; b < 4; ++b) {
-                    const int blk = sb * 4 + b;
-                    if (blk >= D.A.kblocks) break;
-                    // B fragment: token column g = 0 holds the row, the other columns are zero
-                    uint4 xv = make_uint4(0, 0, 0, 0);
-                    if (g == 0) xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
-#pragma unroll
-                    for (int m = 0; m < 2; ++m) {
-                        if (!mvalid[m]) continue;
-                        u32 a0[4], a1[4];
-                        const u32 q0 = (b == 0) ? wv[m][0].x : (b == 1) ? wv[m][0].y : (b == 2) ? wv[m][0].z : wv[m][0].w;
-                        const u32 q1 = (b == 0) ? wv[m][1].x : (b == 1) ? wv[m][1].y : (b == 2) ? wv[m][1].z : wv[m][1].w;
-                        dequant_blk<decltype(slow)::value>(q0, sv[m][0], b, a0);
-                        dequant_blk<decltype(slow)::value>(q1, sv[m][1], b, a1);
-                        mma_bf16(acc[m][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
-                        mma_bf16(acc2[m], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
-                    }
-                }
-            };
-            if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
-        }
+            }
+        };
+        if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
     }
     cp_async_wait<0>();
     __shared__ float red[KS][32][8];
@@ -796,11 +794,11 @@ __device__ __forceinline__ void moe_gemm_direct_item(const DirectArgs& D, int ro
 #define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
         MOE_GRID_ENTER DIRECT_ARGS_INIT                                                                 \
-        moe_gemm_direct_item<KS, MAXSB, true>(D, blockIdx.x, blockIdx.y, [] {});                        \
+        moe_gemm_direct_body<KS, MAXSB, true>(D, [] {});                                                \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm2_##name(DIRECT_PARAMS) {       \
         DIRECT_ARGS_INIT                                                                                \
-        moe_gemm_direct_item<KS, MAXSB, false>(D, blockIdx.x, blockIdx.y, [] { MOE_GRID_ENTER });       \
+        moe_gemm_direct_body<KS, MAXSB, false>(D, [] { MOE_GRID_ENTER });                               \
     }
 DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
 
