@@ -160,7 +160,7 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
             flops = 2.0 * T * k * (2 * I * H + H * I)
             roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
             from .moe import _default_config
-            row = dict(model=name, tokens=T, config=config or _default_config(T * k, E), ours_us=us, triton_us=tk_us,
+            row = dict(model=name, tokens=T, config=config or _default_config(T * k, dw), ours_us=us, triton_us=tk_us,
                        touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
                        gbps=nbytes / us / 1e3, device=dev)
             rows.append(row)

@@ -2,9 +2,10 @@
 
 Same names, arguments and numerics as the spec (``mxfp4ref.moe.forward.fused_moe``, ``pipeline="bf16"``):
 bf16 hidden states, MXFP4 weights dequantized in registers to bf16 (exactly), fp32 accumulation on tensor
-cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 above 16 tokens per expert), fp32 bias and activation epilogue, bf16 intermediate, gamma = bf16(router
-weight), a bf16 row per (token, slot), the fp32 sum of a token's rows in slot order, bf16 output. No
-floating-point atomics: the same inputs give the same bits on every run.
+cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 above 16 tokens per expert), fp32 bias and activation
+epilogue, bf16 intermediate, gamma = bf16(router weight), a bf16 row per (token, slot), the fp32 sum of a
+token's rows in slot order, bf16 output. No floating-point atomics: the same inputs give the same bits on
+every run.
 
 Arrays: bf16 tensors are CuPy ``uint16`` arrays holding bfloat16 bit patterns (numpy ``ml_dtypes.bfloat16``
 arrays are accepted and uploaded); the output is a CuPy ``uint16`` (T, H) array of bf16 bits.
@@ -168,6 +169,11 @@ class DeviceMoEWeights:
     @property
     def intermediate_padded(self) -> int:
         return self.s2.shape[1] * 128
+
+    @property
+    def k_padded(self) -> int:
+        """The longer padded reduction axis of the two GEMMs."""
+        return max(self.hidden_padded, self.intermediate_padded)
 
     @property
     def nbytes(self) -> int:
@@ -377,8 +383,9 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     return "tiled256"
 
 
-def _default_config(n_slots: int, num_experts: int, k_padded: int = 0) -> str:
-    return choose_config(n_slots, num_experts, hopper_available(), k_padded)
+def _default_config(n_slots: int, dw: "DeviceMoEWeights") -> str:
+    """choose_config for this device and layer."""
+    return choose_config(n_slots, dw.num_experts, hopper_available(), dw.k_padded)
 
 
 class Workspace:
@@ -450,13 +457,12 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     if emap is not None and int(emap.shape[0]) != G:
         raise ValueError(f"expert_map: expected shape ({G},) (global_num_experts), got {tuple(emap.shape)}")
     n = T * k
-    k_padded = max(dw.hidden_padded, dw.intermediate_padded)
-    cfg = config or _default_config(n, dw.num_experts, k_padded)
+    cfg = config or _default_config(n, dw)
     if cfg not in CONFIGS:
         raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {cfg!r}")
-    if cfg in DIRECT_CONFIGS and k_padded > DIRECT_MAX_K:
+    if cfg in DIRECT_CONFIGS and dw.k_padded > DIRECT_MAX_K:
         raise ValueError(f"config {cfg!r}: the padded hidden / intermediate size must be <= {DIRECT_MAX_K}, "
-                         f"got {k_padded}")
+                         f"got {dw.k_padded}")
     if cfg in HOPPER_CONFIGS and max(T * dw.hidden_padded, n * dw.intermediate_padded) >= 2 ** 31:
         if config is not None:                # the wgmma kernels address activations with 32-bit offsets
             raise ValueError(f"config {cfg!r}: at most 2**31 activation elements per GEMM, got T={T}, top_k={k}")
@@ -574,7 +580,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     T = logits.shape[0]
     if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= min(dw.num_experts, 32):
         raise ValueError(f"top_k: expected an int in [1, {min(dw.num_experts, 32)}], got {top_k!r}")
-    cfg = config or _default_config(T * top_k, dw.num_experts, max(dw.hidden_padded, dw.intermediate_padded))
+    cfg = config or _default_config(T * top_k, dw)
     ws = workspace
     if ws is None or ws.key != (id(dw), T, top_k, CONFIGS[cfg][1]):
         ws = Workspace(dw, T, top_k, CONFIGS[cfg][1])
@@ -617,8 +623,7 @@ class MoEGraph:
         self.topk_ids = cp.zeros((T, top_k), cp.int32)
         self.router_logits = cp.zeros((T, weights.num_experts), cp.float32) if routing else None
         n = T * top_k
-        cfg = config or _default_config(n, weights.num_experts,
-                                        max(weights.hidden_padded, weights.intermediate_padded))
+        cfg = config or _default_config(n, weights)
         self.workspace = Workspace(weights, T, top_k, CONFIGS[cfg][1])
         self.stream = cp.cuda.Stream(non_blocking=True)
         call = self._call_routing if routing else self._call

@@ -32,7 +32,7 @@ def main():
     dw = random_device_layer(E, H, I)
     rng = np.random.default_rng(0)
     for T in [int(t) for t in a.tokens.split(",")]:
-        cfg = a.config or _default_config(T * k, E)
+        cfg = a.config or _default_config(T * k, dw)
         ws = Workspace(dw, T, k, CONFIGS[cfg][1])
         x = cp.asarray((rng.standard_normal((T, H)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16))
         logits = cp.asarray(rng.standard_normal((T, E)).astype(np.float32))
