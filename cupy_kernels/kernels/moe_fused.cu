@@ -310,16 +310,26 @@ struct GemmArgs {
 __device__ __forceinline__ int kperm(int k);
 
 // Tile column c -> (slot, gamma = bf16(router weight) as triton_kernels' make_routing_data, spec
-// Pipeline.BF16). GlobalCols reads them with non-coherent loads (read-only for the kernel, so they do not
-// wait behind the epilogue's stores); the Hopper kernel stages them in shared memory (SmemCols).
+// Pipeline.BF16). GlobalCols reads them through L2 (ld.global.cg): moe_sort and routing wrote them earlier
+// in the same forward, and under PDL this kernel may already run while they finish, so the condition of
+// the non-coherent path (read-only for the kernel's whole lifetime) does not hold. The Hopper kernels stage
+// them in shared memory (SmemCols).
 struct GlobalCols {
     const int* sorted_slot;                  // + tile start
     const float* topk_w;
     __device__ __forceinline__ void get(int c, int& slot, float& gamma) const {
-        slot = __ldg(sorted_slot + c);
-        gamma = bf16_to_f32(f32_to_bf16(__ldg(topk_w + slot)));
+        slot = __ldcg(sorted_slot + c);
+        gamma = bf16_to_f32(f32_to_bf16(__ldcg(topk_w + slot)));
     }
 };
+
+// An activation load of the register-tile kernels: GEMM1 reads x (written before the forward began: the
+// non-coherent path), GEMM2 the intermediate that GEMM1 wrote just before it (L2, as GlobalCols).
+template <bool GATED>
+__device__ __forceinline__ uint4 ld_act(const uint4* p) {
+    if (GATED) return __ldg(p);
+    return __ldcg(p);
+}
 struct SmemCols {
     const int* slot_of;
     const float* gamma_of;
@@ -469,7 +479,7 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
 #pragma unroll
                 for (int b = 0; b < 4; ++b) {
                     const int blk = sb * 4 + b;
-                    xx[n * 4 + b] = (xrow[n] && sb < sb1 && blk < A.kblocks) ? __ldg(xrow[n] + blk * 4)
+                    xx[n * 4 + b] = (xrow[n] && sb < sb1 && blk < A.kblocks) ? ld_act<GATED>(xrow[n] + blk * 4)
                                                                             : make_uint4(0, 0, 0, 0);
                 }
         }
@@ -491,7 +501,7 @@ __device__ __forceinline__ void moe_gemm_body(const GemmArgs& A) {
                 uint4 xv[NT];
     #pragma unroll
                 for (int n = 0; n < NT; ++n)
-                    xv[n] = XPRE ? xb[n * 4 + b] : (xrow[n] ? __ldg(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0));
+                    xv[n] = XPRE ? xb[n * 4 + b] : (xrow[n] ? ld_act<GATED>(xrow[n] + blk * 4) : make_uint4(0, 0, 0, 0));
                 u32 a[MT][2][4];
     #pragma unroll
                 for (int m = 0; m < MT; ++m)
