@@ -69,7 +69,7 @@ def _hopper_smem(warpgroups, tokens, stages):
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 / hopper
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 / hopper / hopper192
 # on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
@@ -92,15 +92,17 @@ CONFIGS = {
     # activations (k permuted per 32-block, see moe_fused.cu) in 128-byte-swizzled shared memory
     "hopper": (256, 128, 512, _hopper_smem(4, 128, 4)),
     "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
+    "hopper192": (192, 192, 384, _hopper_smem(3, 192, 3)),    # 3 warpgroups x m64n192: many tokens per expert
 }
-HOPPER_CONFIGS = frozenset({"hopper", "hopper64"})
+HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192"})
 DIRECT_CONFIGS = frozenset({"direct"})
 # `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
 # no path for longer K (it traps), so the host never sends it there.
 DIRECT_MAX_K = 8 * 3 * 128
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
-# 128-token kernels do no work on padding columns past 64.
-SMALL_TILES = {"hopper": "hopper64"}
+# 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
+# runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort).
+SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper"}
 
 
 def _require_cupy():
@@ -376,8 +378,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
         return "direct" if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
-    if hopper:                   # wgmma: 64-token tiles, then 128-token tiles (+ 64 for the last of each)
-        return "hopper64" if per_expert <= 40 else "hopper"
+    if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)
+        return "hopper64" if per_expert <= 40 else "hopper" if per_expert <= 96 else "hopper192"
     if per_expert <= 40:
         return "tiled32"
     return "tiled256"
@@ -397,7 +399,7 @@ class Workspace:
         self.max_tiles = n // bt + min(dw.num_experts, n) + 1
         self.sorted_slot = cp.empty(max(n, 1), cp.int32)
         self.tiles = cp.empty((self.max_tiles, 4), cp.int32)
-        self.tiles_small = cp.empty((min(dw.num_experts, max(n, 1)), 4), cp.int32)
+        self.tiles_small = cp.empty((2 * min(dw.num_experts, max(n, 1)), 4), cp.int32)   # <= 2 per expert
         self.meta = cp.empty(3, cp.int32)            # tiles, valid slots, small tiles
         self.local_ids = cp.empty(max(n, 1), cp.int32)
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)

@@ -44,6 +44,8 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K) == "direct"
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"
     assert fm.choose_config(12, 128) == "stream16"
+    assert fm.choose_config(8192, 128, hopper=True) == "hopper"      # 120b, 2048 tokens: 64 per expert
+    assert fm.choose_config(16384, 128, hopper=True) == "hopper192"  # 120b, 4096 tokens: 128 per expert
 
 
 def test_code_bit_placement_is_a_permutation_and_pairs_decode():
@@ -226,7 +228,7 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
-@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64"])
+@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64", "hopper192"])
 def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
@@ -246,7 +248,7 @@ def test_activations_and_weight_on_input(activation, on_input, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64"])
+@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64", "hopper192"])
 def test_adversarial_routing_and_expert_map(config):
     if config in fm.HOPPER_CONFIGS:
         _hopper()
@@ -277,7 +279,7 @@ def test_adversarial_routing_and_expert_map(config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config,T", [(None, 50), ("hopper", 333), ("hopper64", 333)])
+@pytest.mark.parametrize("config,T", [(None, 50), ("hopper", 333), ("hopper64", 333), ("hopper192", 333)])
 def test_padded_weights_match_unpadded_reference(config, T):
     if config is not None:                  # T = 333: full 128-token tiles and small ones
         _hopper()
@@ -396,7 +398,7 @@ def _pdl():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config,T", [("direct", 1), ("direct", 2), ("direct", 3), ("decode", 2), ("stream16", 24),
-                                      ("tiled32", 64), ("hopper64", 64), ("hopper", 200)])
+                                      ("tiled32", 64), ("hopper64", 64), ("hopper", 200), ("hopper192", 300)])
 def test_pdl_chain_gives_the_plain_launches_bits(config, T):
     """Programmatic dependent launches (each kernel may start before the one before it ends) change no
     bit: fused_moe and moe_forward with and without PDL, then a routed graph replayed with new router
@@ -477,11 +479,13 @@ def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,E,bt,split", [(5, 5, 8, 0), (300, 32, 128, 64), (5003, 128, 64, 0),
-                                          (65543, 128, 128, 64), (4096, 256, 8, 4), (20000, 32, 128, 64)])
+                                          (65543, 128, 128, 64), (4096, 256, 8, 4), (20000, 32, 128, 64),
+                                          (8192, 32, 192, 128), (10000, 32, 192, 128)])
 def test_sort_is_a_stable_counting_sort(n, E, bt, split):
     """moe_sort against numpy: local ids (expert map, -1 and out-of-range ids dropped), slots stable-sorted by
     local expert, tiles of at most bt slots in expert order, an expert's last tile of <= split slots in
-    the small-tile list instead, meta = (tiles, valid slots, small tiles)."""
+    the small-tile list instead (with the full tile before it as two small tiles where both fit: 192-slot
+    tiles, 128-slot small ones), meta = (tiles, valid slots, small tiles)."""
     cp = _cp()
     rng = np.random.default_rng(n)
     G = E + 3
@@ -490,7 +494,7 @@ def test_sort_is_a_stable_counting_sort(n, E, bt, split):
     emap[rng.choice(G, size=3, replace=False)] = -1
     emap[emap >= 0] = np.arange(int((emap >= 0).sum()), dtype=np.int32) % E
     max_tiles = n // bt + E + 1
-    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full((E, 4), -7, cp.int32),
+    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full((2 * E, 4), -7, cp.int32),
            cp.full(3, -7, cp.int32), cp.full(n, -7, cp.int32)]
     fm._kernel("moe_sort")((1,), (256 if n <= 256 else 1024,),
                            (cp.asarray(ids), cp.asarray(emap), np.int32(n), np.int32(G), np.int32(E), np.int32(bt),
@@ -503,14 +507,23 @@ def test_sort_is_a_stable_counting_sort(n, E, bt, split):
     assert meta[1] == order.size
     np.testing.assert_array_equal(sorted_slot[:order.size], order)
     counts = np.bincount(want_local[valid], minlength=E)
-    want_tiles = [(e, s, min(bt, c - q * bt)) for e, c, s0 in zip(range(E), counts, np.cumsum(counts) - counts)
-                  for q, s in enumerate(range(s0, s0 + c, bt))]
-    is_small = [cnt < bt and cnt <= split and (q == len(want_tiles) - 1 or want_tiles[q + 1][0] != e)
-                for q, (e, _, cnt) in enumerate(want_tiles)]
-    big = [tl for tl, sm in zip(want_tiles, is_small) if not sm]
-    sml = [tl for tl, sm in zip(want_tiles, is_small) if sm]
+    big, sml = [], []
+    for e, c, s0 in zip(range(E), counts, np.cumsum(counts) - counts):
+        full, rem = divmod(int(c), bt)
+        sizes_big, sizes_small = [bt] * full + ([rem] if rem else []), []
+        if 0 < rem <= split:                            # the last tile is small ...
+            sizes_big, sizes_small = [bt] * full, [rem]
+            if full >= 1 and rem + bt <= 2 * split:     # ... and with the full tile before it, two small ones
+                sizes_big, sizes_small = [bt] * (full - 1), [split, rem + bt - split]
+        pos = int(s0)
+        for lst, sizes in ((big, sizes_big), (sml, sizes_small)):
+            for size in sizes:
+                lst.append((e, pos, size))
+                pos += size
     assert (meta[0], meta[2]) == (len(big), len(sml))
     np.testing.assert_array_equal(tiles[:meta[0], :3], np.array(big, np.int32).reshape(-1, 3))
     np.testing.assert_array_equal(small[:meta[2], :3], np.array(sml, np.int32).reshape(-1, 3))
     if split:
         assert meta[2] > 0                                              # the case is exercised
+    if 2 * split > bt:                                                  # so is the two-small-tile case
+        assert any(a[0] == b[0] for a, b in zip(sml, sml[1:]))

@@ -16,8 +16,9 @@
 //                     intermediate [sorted position, Ip]. <cfg> = decode / mid / large (mma.sync,
 //                     registers), stream / streamw (weights streamed, whole x tile in smem), stream16
 //                     (16-token tiles, x through a cp.async ring), tiled* (cp.async
-//                     stages), hopper / hopper64 (wgmma; the last tile of each expert of <= 64 tokens runs
-//                     in hopper64 from moe_sort's small-tile list).
+//                     stages), hopper / hopper64 / hopper192 (wgmma; the last tile of each expert of <= 64
+//                     tokens runs in hopper64 from moe_sort's small-tile list, for hopper192 the last of
+//                     <= 128 tokens, or the last two of 193..256, in hopper).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
@@ -183,7 +184,10 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 // Outputs: sorted_slot [n_slots] (first n_valid entries used), tiles [max_tiles] int4 (expert, start,
 // count, 0) of at most bt slots in expert order, meta[0] = number of tiles, meta[1] = n_valid, local_ids
 // [n_slots] (-1 where dropped). split > 0: an expert's last tile of at most split slots goes to
-// tiles_small [<= E] instead (for a narrower kernel), meta[2] = their number (0 when split == 0).
+// tiles_small [<= 2E] instead (for a narrower kernel), meta[2] = their number (0 when split == 0); where
+// that remainder and the full tile before it fit two small tiles (bt < 2 * split: 192-token tiles with
+// 128-token small ones), both become small tiles (split slots, then the rest), so 256 slots run as
+// 2 x 128 instead of 192 + 64 in a 128-wide kernel.
 #define SORT_THREADS 1024
 #define SORT_MAX_E 256
 extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
@@ -229,9 +233,9 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
         if (tid < SORT_MAX_E) {
             if (tid < e_local)
                 for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
-            const int rem = c % bt;
-            ns = (rem > 0 && rem <= split) ? 1 : 0;               // the last tile goes to the small list
-            nt = (c + bt - 1) / bt - ns;
+            const int rem = c % bt, full = c / bt;
+            if (rem > 0 && rem <= split) ns = (full >= 1 && rem + bt <= 2 * split) ? 2 : 1;   // small list
+            nt = (c + bt - 1) / bt - (ns > 0) - (ns > 1);
             ic = c; it = nt; is = ns;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
@@ -250,7 +254,12 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
                 int p = ex_c;                                      // warp w's first position for expert tid
                 for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
                 for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
-                if (ns) tiles_small[ex_s] = make_int4(tid, ex_c + nt * bt, c - nt * bt, 0);
+                const int s0 = ex_c + nt * bt;                     // the small tiles' first position
+                if (ns == 1) tiles_small[ex_s] = make_int4(tid, s0, c - nt * bt, 0);
+                if (ns == 2) {
+                    tiles_small[ex_s] = make_int4(tid, s0, split, 0);
+                    tiles_small[ex_s + 1] = make_int4(tid, s0 + split, c - nt * bt - split, 0);
+                }
             }
             if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; meta[2] = os + is; }
         }
@@ -1198,6 +1207,9 @@ DEFINE_GEMM_TILED(tiled32, 2, 2, 4, 2, 4)    // 128 rows x 32 tokens, 8 warps: 7
 // a warpgroup owns 16 rows; the register fragment of wgmma's A is mma.sync's m16n8k16 A fragment), B =
 // the tile's BN activation rows in shared memory, read by wgmma through a descriptor, C = out^T in
 // registers (64 rows x BN tokens per warpgroup, fp32). NWG warpgroups split the block's 64*NWG rows.
+// hopper192: 3 warpgroups x m64n192 (168 registers a thread), so each dequantized weight feeds 192 tokens
+// instead of 128 (a third less dequantization per flop); 192 rows also divide 2880 and 5760 exactly. Its
+// 3 stages (61 KB each) leave one superblock of lead.
 //
 // Activation layout: wgmma reads B's k in natural order, but a thread's A registers hold the weight codes
 // in the order of the kernel weight words (8 consecutive k per word). So the activations are stored with
@@ -1293,6 +1305,33 @@ __device__ __forceinline__ void wgmma_n64(float* d, u32 a0, u32 a1, u32 a2, u32 
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
 }
 
+__device__ __forceinline__ void wgmma_n192(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %101, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+        "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
+        "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+        "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "
+        "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+        "}, {%96, %97, %98, %99}, %100, p, 1, 1, 0;\n}"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+          "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+          "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+          "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+          "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+          "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+          "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]),
+          "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]),
+          "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]),
+          "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),
+          "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
@@ -1310,8 +1349,9 @@ __device__ __forceinline__ unsigned long long wgmma_desc(u32 saddr) {
 // configs made ptxas serialize every wgmma for lack of registers: measured 5% slower at 16384 tokens.)
 template <int N>
 __device__ __forceinline__ void wgmma_n(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
-    static_assert(N == 128 || N == 64, "wgmma N");
-    if constexpr (N == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
+    static_assert(N == 192 || N == 128 || N == 64, "wgmma N");
+    if constexpr (N == 192) wgmma_n192(d, a0, a1, a2, a3, desc);
+    else if constexpr (N == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
     else wgmma_n64(d, a0, a1, a2, a3, desc);
 }
 #endif
@@ -1463,6 +1503,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 // HopperShape::SMEM bytes; one block per SM)
 DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroups: 198 KB smem
 DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
+DEFINE_GEMM_HOPPER(hopper192, 3, 192, 3)   // 192 rows x 192 tokens, 3 warpgroups (168 registers), 3 stages: 186 KB
 
 // ------------------------------------------------------------------------------------------------
 // 16 bytes from global memory through L2 only (an asm statement: the compiler does not move it under the
