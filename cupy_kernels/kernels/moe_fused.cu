@@ -1371,10 +1371,10 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
-    int* s_row = reinterpret_cast<int*>(smem + ST * STAGE);      // element offset of each tile row in X
-                                                                  // (< 2**31: checked by the launcher),
-                                                                  // -1: a row past the tile (zero-fill)
-    int* s_slot = s_row + BN;                                     // slot of each tile column
+    u32* s_row = reinterpret_cast<u32*>(smem + ST * STAGE);      // byte offset of each tile row in X
+                                                                  // (elements < 2**31: checked by the
+                                                                  // launcher); 0 past the tile (unread)
+    int* s_slot = reinterpret_cast<int*>(s_row + BN);             // slot of each tile column
     float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3, wg = warp >> 2, wq = warp & 3;
@@ -1383,11 +1383,11 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     const int4 tl = A.tiles[tile];
     const int expert = tl.x, start = tl.y, count = tl.z;
     for (int c = tid; c < BN; c += NTHR) {
-        int r = -1;
+        u32 r = 0;
         if (c < count) {
             const int pos = start + c;
             const int slot = A.sorted_slot[pos];
-            r = (GATED ? slot / A.top_k : pos) * A.ldx;
+            r = 2u * (u32)((GATED ? slot / A.top_k : pos) * A.ldx);
             s_slot[c] = slot;
             s_gamma[c] = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));
         }
@@ -1414,15 +1414,16 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
         const int r = (tid >> 2) + j * (NTHR / 4);
         wsrc[j] = rowblk + r < A.rows_real ? (r >> 4) * 16 * kw + (r & 15) * 4 + (tid & 3) : -1;
     }
-    auto issue = [&](int sb) {
+    auto issue = [&](int sb, int stg) {                           // superblock sb into stage stg
         if (sb < nsb) {
-            const u32 st = smem_base + (sb % ST) * STAGE;
+            const u32 st = smem_base + stg * STAGE;
             const bool kok = sb * 4 + (xch >> 2) < A.kblocks;
+            // chunk xch of superblock sb of X's row 0; + s_row[row] (a row past the tile: row 0, not read)
+            const unsigned char* xb = reinterpret_cast<const unsigned char*>(A.X) + sb * 256 + xch * 16;
 #pragma unroll
             for (int j = 0; j < XJ; ++j) {
-                const int r = s_row[(tid >> 4) + j * XROWS];
-                const bool ok = kok && r >= 0;
-                cp_async16s(st + xdst + j * XROWS * 128, A.X + (ok ? r + sb * 128 + xch * 8 : 0), ok ? 16 : 0);
+                const int row = (tid >> 4) + j * XROWS;
+                cp_async16s(st + xdst + j * XROWS * 128, xb + s_row[row], kok && row < count ? 16 : 0);
             }
 #pragma unroll
             for (int j = 0; j < WJ; ++j)
@@ -1442,41 +1443,46 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) d[i] = 0.0f;
 #pragma unroll
-    for (int s = 0; s < LEAD; ++s) issue(s);
+    for (int s = 0; s < LEAD; ++s) issue(s, s);
     const int r0 = 64 * wg + 16 * wq + g;                         // this thread's rows r0, r0 + 8 in the block
+    int stage = 0;                                                // sb % ST
     for (int sb = 0; sb < nsb; ++sb) {
         cp_async_wait<LEAD - 1>();
         fence_proxy_async();                                      // cp.async writes -> wgmma's async proxy
         __syncthreads();                                          // stage sb landed
-        issue(sb + LEAD);
-        const unsigned char* st = smem + (sb % ST) * STAGE;
-        uint4 w0 = make_uint4(0, 0, 0, 0), w1 = w0;
-        u32 s0 = 0, s1 = 0;
-        bool slow = false;
+        issue(sb + LEAD, stage + LEAD < ST ? stage + LEAD : stage + LEAD - ST);
         if (wg_valid) {
-            w0 = reinterpret_cast<const uint4*>(st + XS)[r0 * 4 + t];
-            w1 = reinterpret_cast<const uint4*>(st + XS)[(r0 + 8) * 4 + t];
-            s0 = reinterpret_cast<const u32*>(st + XS + WS)[r0];
-            s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
-            slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
-        }
-        const u32 xa = smem_base + (sb % ST) * STAGE;
-        const int blocks_left = A.kblocks - sb * 4;
+            const unsigned char* st = smem + stage * STAGE;
+            const uint4 w0 = reinterpret_cast<const uint4*>(st + XS)[r0 * 4 + t];
+            const uint4 w1 = reinterpret_cast<const uint4*>(st + XS)[(r0 + 8) * 4 + t];
+            const u32 s0 = reinterpret_cast<const u32*>(st + XS + WS)[r0];
+            const u32 s1 = reinterpret_cast<const u32*>(st + XS + WS)[r0 + 8];
+            const bool slow = warp_needs_slow(big_scales(s0) | big_scales(s1));
+            // 128-token tiles with 4 warpgroups are at the 128-register cap: holding the 64-bit stage
+            // descriptor there spills, so that kernel recomputes it per 32-block (BENCHMARKS.md v9).
+            constexpr bool DESC0 = !(NWG == 4 && BN == 128);
+            const u32 xa = smem_base + stage * STAGE;
+            const unsigned long long desc0 = DESC0 ? wgmma_desc(xa) : 0ull;
+            const int blocks_left = A.kblocks - sb * 4;
 #pragma unroll
-        for (int b = 0; b < 4; ++b) {
-            if (!wg_valid || b >= blocks_left) continue;
-            const u32 q0 = (b == 0) ? w0.x : (b == 1) ? w0.y : (b == 2) ? w0.z : w0.w;
-            const u32 q1 = (b == 0) ? w1.x : (b == 1) ? w1.y : (b == 2) ? w1.z : w1.w;
-            u32 a0[4], a1[4];
-            wgmma_wait<1>();                                      // the group of block b-2 is done
-            if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
-            else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
-            wgmma_fence();
-            const unsigned long long desc = wgmma_desc(xa + (b >> 1) * (BN * 128) + (b & 1) * 64);
-            wgmma_n<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);                // k16 step 0
-            wgmma_n<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);            // step 1: 32 bytes on
-            wgmma_commit();
+            for (int b = 0; b < 4; ++b) {
+                if (b >= blocks_left) break;
+                const u32 q0 = (b == 0) ? w0.x : (b == 1) ? w0.y : (b == 2) ? w0.z : w0.w;
+                const u32 q1 = (b == 0) ? w1.x : (b == 1) ? w1.y : (b == 2) ? w1.z : w1.w;
+                u32 a0[4], a1[4];
+                wgmma_wait<1>();                                  // the group of block b-2 is done
+                if (slow) { dequant_blk<true>(q0, s0, b, a0); dequant_blk<true>(q1, s1, b, a1); }
+                else { dequant_blk<false>(q0, s0, b, a0); dequant_blk<false>(q1, s1, b, a1); }
+                wgmma_fence();
+                // slab b/2, 64 bytes on for odd b (the descriptor's start address is in 16-byte units)
+                const int off = (b >> 1) * (BN * 128) + (b & 1) * 64;       // a constant once unrolled
+                const unsigned long long desc = DESC0 ? desc0 + (off >> 4) : wgmma_desc(xa + off);
+                wgmma_n<BN>(d, a0[0], a1[0], a0[1], a1[1], desc);            // k16 step 0
+                wgmma_n<BN>(d, a0[2], a1[2], a0[3], a1[3], desc + 2);        // step 1: 32 bytes on
+                wgmma_commit();
+            }
         }
+        if (++stage == ST) stage = 0;
     }
     wgmma_wait<0>();
     cp_async_wait<0>();
