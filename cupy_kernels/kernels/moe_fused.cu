@@ -980,25 +980,26 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
         }
     }
     const u32 xsm_s = (u32)__cvta_generic_to_shared(xsm);
-    auto copy_stage = [&](int sb) {
+    auto copy_stage = [&](int sb, int stg) {                      // superblock sb into stage stg
         if (sb < nsb) {
 #pragma unroll
             for (int j = 0; j < NCOPY; ++j) {
                 const int i = tid + j * 32 * NWARP;
                 if (src[j] && sb * 4 + ((i & 15) >> 2) < A.kblocks)
-                    cp_async16s(xsm_s + 2 * ((sb % ST) * 16 * XS16 + (i >> 4) * XS16 + (i & 15) * 8), src[j] + sb * 128, 16);
+                    cp_async16s(xsm_s + 2 * (stg * 16 * XS16 + (i >> 4) * XS16 + (i & 15) * 8), src[j] + sb * 128, 16);
             }
         }
         cp_async_commit();                                        // always: uniform group counting
     };
 #pragma unroll
-    for (int s = 0; s < ST - 1; ++s) copy_stage(s);
+    for (int s = 0; s < ST - 1; ++s) copy_stage(s, s);
     float acc[NT][4], acc2[NT][4];                                // mma steps 0 / 1: two dependency chains
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[n][i] = acc2[n][i] = 0.0f;
     const u16* xb = xsm + g * XS16 + 8 * t;
+    int stage = 0;                                                // sb % ST
     for (int sb0 = 0; sb0 < nsb; sb0 += D) {
 #pragma unroll
         for (int i = 0; i < D; ++i) {
@@ -1006,8 +1007,9 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
             if (sb < nsb) {
                 cp_async_wait<ST - 2>();                          // stage sb has landed (this thread's copies)
                 __syncthreads();                                  // ... everyone's; stage sb-1 is free again
-                copy_stage(sb + ST - 1);
-                const u16* xs = xb + (sb % ST) * 16 * XS16;
+                copy_stage(sb + ST - 1, stage == 0 ? ST - 1 : stage - 1);
+                const u16* xs = xb + stage * 16 * XS16;
+                if (++stage == ST) stage = 0;
                 const uint4 wa = wr[i][0], wb = wr[i][1];
                 const u32 sa = sr[i][0], sc = sr[i][1];
                 // full: all 4 blocks of the superblock hold data (every superblock but maybe the last), so
@@ -1192,7 +1194,9 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 
 DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
 DEFINE_GEMM_STREAM(streamw, 4, 8, 3)     // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight, 3 blocks per SM
-DEFINE_GEMM_STREAM16(stream16, 3, 8, 4, 3)    // 128 rows x 16 tokens, 8 warps, 3 superblocks of weights and 4 x-stages in flight
+// 128 rows x 16 tokens, 8 warps, 2 superblocks of weights and 4 x-stages in flight, 3 blocks per SM. (D = 3
+// spilled 8 bytes at the 85-register bound and was 1-5% slower; D = 4 or 2 blocks per SM: 10-20% slower.)
+DEFINE_GEMM_STREAM16(stream16, 2, 8, 4, 3)
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
