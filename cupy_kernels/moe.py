@@ -390,6 +390,36 @@ def _default_config(n_slots: int, dw: "DeviceMoEWeights") -> str:
     return choose_config(n_slots, dw.num_experts, hopper_available(), dw.k_padded)
 
 
+# moe_sort is one block; from SORT_MULTI_MIN slots the same sort runs as moe_sort_count / moe_sort_scan /
+# moe_sort_scatter over blocks of SORT_CHUNK slots (moe_fused.cu). H200, in-graph, one block: 98 us for
+# gpt-oss-20b's 65536 slots, 132 us for -120b's.
+SORT_MULTI_MIN = 16384
+SORT_CHUNK = 4096
+
+
+def sort_launches(ids, emap, n: int, e_global: int, e_local: int, bt: int, split: int, ws, chunk: int | None = None):
+    """The sort kernels of a forward as (name, grid, block, args): moe_sort below SORT_MULTI_MIN slots, else
+    the three-kernel sort over blocks of SORT_CHUNK slots; ``chunk`` = 0 forces moe_sort, > 0 the three
+    kernels with blocks of ``chunk`` slots (tests). Outputs go to the workspace (``ws.sorted_slot``,
+    ``tiles``, ``tiles_small``, ``meta``, ``local_ids``, ``sort_counts``)."""
+    i32 = np.int32
+    em = emap if emap is not None else np.uint64(0)
+    if chunk == 0 or (chunk is None and n < SORT_MULTI_MIN):
+        return [("moe_sort", (1,), (256 if n <= 256 else 1024,),
+                 (ids, em, i32(n), i32(e_global), i32(e_local), i32(bt), i32(split), ws.sorted_slot, ws.tiles,
+                  ws.tiles_small, ws.meta, ws.local_ids))]
+    chunk = chunk or SORT_CHUNK
+    nb = -(-n // chunk)
+    if ws.sort_counts is None or ws.sort_counts.size < nb * 256:
+        ws.sort_counts = cp.empty(nb * 256, cp.int32)
+    return [("moe_sort_count", (nb,), (1024,),
+             (ids, em, i32(n), i32(e_global), i32(e_local), i32(chunk), ws.local_ids, ws.sort_counts)),
+            ("moe_sort_scan", (1,), (256,),
+             (i32(nb), i32(e_local), i32(bt), i32(split), ws.sort_counts, ws.tiles, ws.tiles_small, ws.meta)),
+            ("moe_sort_scatter", (nb,), (1024,),
+             (i32(n), i32(e_local), i32(chunk), ws.local_ids, ws.sort_counts, ws.sorted_slot))]
+
+
 class Workspace:
     """Scratch buffers of one (T, k, layer, config): reused across calls and by CUDA-graph capture."""
 
@@ -402,6 +432,7 @@ class Workspace:
         self.tiles_small = cp.empty((2 * min(dw.num_experts, max(n, 1)), 4), cp.int32)   # <= 2 per expert
         self.meta = cp.empty(3, cp.int32)            # tiles, valid slots, small tiles
         self.local_ids = cp.empty(max(n, 1), cp.int32)
+        self.sort_counts = None                     # the three-kernel sort's per-block counts (sort_launches)
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
         self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
         self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
@@ -498,9 +529,8 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     split = CONFIGS[small][1] if small else 0
     direct = cfg in DIRECT_CONFIGS and impl == "fast"
     if not direct:
-        add("moe_sort", (1,), (256 if n <= 256 else 1024,),
-            (ids, emap if emap is not None else null, i32(n), i32(G), i32(dw.num_experts), i32(bt), i32(split),
-             ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids))
+        for name, grid, block, args in sort_launches(ids, emap, n, G, dw.num_experts, bt, split, ws):
+            add(name, grid, block, args)
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size

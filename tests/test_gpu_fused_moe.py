@@ -9,6 +9,8 @@ poisoned buffers, bit-identical repeats, the naive kernels, CUDA-graph replay.
 """
 from __future__ import annotations
 
+import types
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -481,11 +483,13 @@ def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
 @pytest.mark.parametrize("n,E,bt,split", [(5, 5, 8, 0), (300, 32, 128, 64), (5003, 128, 64, 0),
                                           (65543, 128, 128, 64), (4096, 256, 8, 4), (20000, 32, 128, 64),
                                           (8192, 32, 192, 128), (10000, 32, 192, 128)])
-def test_sort_is_a_stable_counting_sort(n, E, bt, split):
+@pytest.mark.parametrize("chunk", [None, 0, 1000])
+def test_sort_is_a_stable_counting_sort(n, E, bt, split, chunk):
     """moe_sort against numpy: local ids (expert map, -1 and out-of-range ids dropped), slots stable-sorted by
     local expert, tiles of at most bt slots in expert order, an expert's last tile of <= split slots in
     the small-tile list instead (with the full tile before it as two small tiles where both fit: 192-slot
-    tiles, 128-slot small ones), meta = (tiles, valid slots, small tiles)."""
+    tiles, 128-slot small ones), meta = (tiles, valid slots, small tiles). chunk: the launches fused_moe
+    picks (None), moe_sort alone (0), or the three-kernel sort over blocks of 1000 slots."""
     cp = _cp()
     rng = np.random.default_rng(n)
     G = E + 3
@@ -494,12 +498,14 @@ def test_sort_is_a_stable_counting_sort(n, E, bt, split):
     emap[rng.choice(G, size=3, replace=False)] = -1
     emap[emap >= 0] = np.arange(int((emap >= 0).sum()), dtype=np.int32) % E
     max_tiles = n // bt + E + 1
-    out = [cp.full(n, -7, cp.int32), cp.full((max_tiles, 4), -7, cp.int32), cp.full((2 * E, 4), -7, cp.int32),
-           cp.full(3, -7, cp.int32), cp.full(n, -7, cp.int32)]
-    fm._kernel("moe_sort")((1,), (256 if n <= 256 else 1024,),
-                           (cp.asarray(ids), cp.asarray(emap), np.int32(n), np.int32(G), np.int32(E), np.int32(bt),
-                            np.int32(split), *out))
-    sorted_slot, tiles, small, meta, local = (cp.asnumpy(a) for a in out)
+    ws = types.SimpleNamespace(sorted_slot=cp.full(n, -7, cp.int32), tiles=cp.full((max_tiles, 4), -7, cp.int32),
+                               tiles_small=cp.full((2 * E, 4), -7, cp.int32), meta=cp.full(3, -7, cp.int32),
+                               local_ids=cp.full(n, -7, cp.int32), sort_counts=None)
+    for name, grid, block, args in fm.sort_launches(cp.asarray(ids), cp.asarray(emap), n, G, E, bt, split, ws,
+                                                    chunk=chunk):
+        fm._kernel(name)(grid, block, args)
+    sorted_slot, tiles, small, meta, local = (cp.asnumpy(a) for a in
+                                              (ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids))
     want_local = np.where((ids >= 0) & (ids < G), emap[np.clip(ids, 0, G - 1)], -1)
     np.testing.assert_array_equal(local, want_local)
     valid = np.nonzero(want_local >= 0)[0]

@@ -190,90 +190,66 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 // 2 x 128 instead of 192 + 64 in a 128-wide kernel.
 #define SORT_THREADS 1024
 #define SORT_MAX_E 256
-extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
-moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
-         int e_local, int bt, int split, int* __restrict__ sorted_slot, int4* __restrict__ tiles,
-         int4* __restrict__ tiles_small, int* __restrict__ meta, int* __restrict__ local_ids) {
-    MOE_GRID_ENTER
-    __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int nthr = blockDim.x, nwarp = nthr >> 5;                // 256 or 1024 threads
-    const int seg = (((n_slots + nwarp - 1) / nwarp) + 31) & ~31;   // slots per warp, whole rounds
-    const int lo = warp * seg, hi = min(n_slots, lo + seg);
+#define SORT_SU 8                                 // rounds whose loads are issued together
+
+// Pass 1 over the block's slots [lo0, hi0): warp w owns the contiguous segment w (whole rounds of 32);
+// wcnt[w][e] += its slots of local expert e (wcnt zeroed by the caller). FROM_IDS: map ids through
+// expert_map and write local_ids; else read local_ids (written by moe_sort_count).
+template <bool FROM_IDS>
+__device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, const int* __restrict__ expert_map,
+                                                int* __restrict__ local_ids, int lo0, int hi0, int e_global,
+                                                int e_local, int (*wcnt)[SORT_MAX_E]) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarp = blockDim.x >> 5;
+    const int seg = (((hi0 - lo0 + nwarp - 1) / nwarp) + 31) & ~31;
+    const int lo = lo0 + warp * seg, hi = min(hi0, lo + seg);
     const unsigned lt_mask = (1u << lane) - 1u;
-    for (int i = tid; i < nwarp * SORT_MAX_E; i += nthr) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
-    __syncthreads();
-    constexpr int SU = 8;                         // rounds whose loads are issued together
-    for (int base = lo; base < hi; base += 32 * SU) {               // pass 1: count
-        int l[SU];
+    for (int base = lo; base < hi; base += 32 * SORT_SU) {
+        int l[SORT_SU];
 #pragma unroll
-        for (int u = 0; u < SU; ++u) {
+        for (int u = 0; u < SORT_SU; ++u) {
             const int i = base + 32 * u + lane;
-            const int g = (i < hi) ? ids[i] : -1;
-            l[u] = (g >= 0 && g < e_global) ? g : -1;
+            if (FROM_IDS) {
+                const int g = (i < hi) ? ids[i] : -1;
+                l[u] = (g >= 0 && g < e_global) ? g : -1;
+            } else {
+                l[u] = (i < hi) ? __ldcg(local_ids + i) : -1;
+            }
         }
-        if (expert_map) {
+        if (FROM_IDS && expert_map) {
 #pragma unroll
-            for (int u = 0; u < SU; ++u) if (l[u] >= 0) l[u] = expert_map[l[u]];
+            for (int u = 0; u < SORT_SU; ++u) if (l[u] >= 0) l[u] = expert_map[l[u]];
         }
 #pragma unroll
-        for (int u = 0; u < SU; ++u) {
+        for (int u = 0; u < SORT_SU; ++u) {
             const int i = base + 32 * u + lane;
-            if (l[u] >= e_local) l[u] = -1;
-            if (i < hi) local_ids[i] = l[u];
+            if (FROM_IDS) {
+                if (l[u] >= e_local) l[u] = -1;
+                if (i < hi) local_ids[i] = l[u];
+            }
             const unsigned same = __match_any_sync(0xffffffffu, l[u]);
             if (l[u] >= 0 && (same & lt_mask) == 0) wcnt[warp][l[u]] += __popc(same);   // one lane per expert
             __syncwarp();
         }
     }
-    __syncthreads();
-    {                                             // per expert: totals, scans over warps and experts (E <= 256)
-        __shared__ int wsum_c[8], wsum_t[8], wsum_s[8];
-        int c = 0, nt = 0, ns = 0, ic = 0, it = 0, is = 0;
-        if (tid < SORT_MAX_E) {
-            if (tid < e_local)
-                for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
-            const int rem = c % bt, full = c / bt;
-            if (rem > 0 && rem <= split) ns = (full >= 1 && rem + bt <= 2 * split) ? 2 : 1;   // small list
-            nt = (c + bt - 1) / bt - (ns > 0) - (ns > 1);
-            ic = c; it = nt; is = ns;
+}
+
+// Pass 2 over the same segments: wcnt[w][e] = warp w's first position for expert e; each slot goes to
+// its position (rank inside a round = lanes below with the same expert), stable.
+__device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_ids, int lo0, int hi0,
+                                                  int (*wcnt)[SORT_MAX_E], int* __restrict__ sorted_slot) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarp = blockDim.x >> 5;
+    const int seg = (((hi0 - lo0 + nwarp - 1) / nwarp) + 31) & ~31;
+    const int lo = lo0 + warp * seg, hi = min(hi0, lo + seg);
+    const unsigned lt_mask = (1u << lane) - 1u;
+    for (int base = lo; base < hi; base += 32 * SORT_SU) {
+        int l[SORT_SU];
 #pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int yc = __shfl_up_sync(0xffffffffu, ic, o), yt = __shfl_up_sync(0xffffffffu, it, o);
-                const int ys = __shfl_up_sync(0xffffffffu, is, o);
-                if (lane >= o) { ic += yc; it += yt; is += ys; }
-            }
-            if (lane == 31) { wsum_c[warp] = ic; wsum_t[warp] = it; wsum_s[warp] = is; }
-        }
-        __syncthreads();
-        if (tid < SORT_MAX_E) {
-            int oc = 0, ot = 0, os = 0;
-            for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; os += wsum_s[w]; }
-            const int ex_c = oc + ic - c, ex_t = ot + it - nt, ex_s = os + is - ns;
-            if (tid < e_local) {
-                int p = ex_c;                                      // warp w's first position for expert tid
-                for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
-                for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
-                const int s0 = ex_c + nt * bt;                     // the small tiles' first position
-                if (ns == 1) tiles_small[ex_s] = make_int4(tid, s0, c - nt * bt, 0);
-                if (ns == 2) {
-                    tiles_small[ex_s] = make_int4(tid, s0, split, 0);
-                    tiles_small[ex_s + 1] = make_int4(tid, s0 + split, c - nt * bt - split, 0);
-                }
-            }
-            if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; meta[2] = os + is; }
-        }
-    }
-    __syncthreads();
-    for (int base = lo; base < hi; base += 32 * SU) {               // pass 2: scatter
-        int l[SU];
-#pragma unroll
-        for (int u = 0; u < SU; ++u) {
+        for (int u = 0; u < SORT_SU; ++u) {
             const int i = base + 32 * u + lane;
-            l[u] = (i < hi) ? local_ids[i] : -1;                      // this thread's own pass-1 write
-        }
+            l[u] = (i < hi) ? __ldcg(local_ids + i) : -1;           // this thread's own pass-1 write, or
+        }                                                           // moe_sort_count's
 #pragma unroll
-        for (int u = 0; u < SU; ++u) {
+        for (int u = 0; u < SORT_SU; ++u) {
             const int i = base + 32 * u + lane;
             const unsigned same = __match_any_sync(0xffffffffu, l[u]);
             int pos = 0;
@@ -286,6 +262,127 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
             __syncwarp();
         }
     }
+}
+
+// Thread e (< SORT_MAX_E, the first 256 threads) holds expert e's count c: the tile table, and returns
+// the expert's first sorted position (exclusive scan of the counts over experts). Block-wide barriers
+// inside: every thread of the block calls it.
+__device__ __forceinline__ int sort_tiles(int c, int e_local, int bt, int split, int4* __restrict__ tiles,
+                                          int4* __restrict__ tiles_small, int* __restrict__ meta) {
+    __shared__ int wsum_c[8], wsum_t[8], wsum_s[8];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int nt = 0, ns = 0, ic = 0, it = 0, is = 0, ex_c = 0;
+    if (tid < SORT_MAX_E) {
+        const int rem = c % bt, full = c / bt;
+        if (rem > 0 && rem <= split) ns = (full >= 1 && rem + bt <= 2 * split) ? 2 : 1;   // small list
+        nt = (c + bt - 1) / bt - (ns > 0) - (ns > 1);
+        ic = c; it = nt; is = ns;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int yc = __shfl_up_sync(0xffffffffu, ic, o), yt = __shfl_up_sync(0xffffffffu, it, o);
+            const int ys = __shfl_up_sync(0xffffffffu, is, o);
+            if (lane >= o) { ic += yc; it += yt; is += ys; }
+        }
+        if (lane == 31) { wsum_c[warp] = ic; wsum_t[warp] = it; wsum_s[warp] = is; }
+    }
+    __syncthreads();
+    if (tid < SORT_MAX_E) {
+        int oc = 0, ot = 0, os = 0;
+        for (int w = 0; w < warp; ++w) { oc += wsum_c[w]; ot += wsum_t[w]; os += wsum_s[w]; }
+        ex_c = oc + ic - c;
+        const int ex_t = ot + it - nt, ex_s = os + is - ns;
+        if (tid < e_local) {
+            for (int q = 0; q < nt; ++q) tiles[ex_t + q] = make_int4(tid, ex_c + q * bt, min(bt, c - q * bt), 0);
+            const int s0 = ex_c + nt * bt;                         // the small tiles' first position
+            if (ns == 1) tiles_small[ex_s] = make_int4(tid, s0, c - nt * bt, 0);
+            if (ns == 2) {
+                tiles_small[ex_s] = make_int4(tid, s0, split, 0);
+                tiles_small[ex_s + 1] = make_int4(tid, s0 + split, c - nt * bt - split, 0);
+            }
+        }
+        if (tid == SORT_MAX_E - 1) { meta[0] = ot + it; meta[1] = oc + ic; meta[2] = os + is; }
+    }
+    return ex_c;
+}
+
+extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
+moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
+         int e_local, int bt, int split, int* __restrict__ sorted_slot, int4* __restrict__ tiles,
+         int4* __restrict__ tiles_small, int* __restrict__ meta, int* __restrict__ local_ids) {
+    MOE_GRID_ENTER
+    __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
+    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;          // 256 or 1024 threads
+    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
+    __syncthreads();
+    sort_count_pass<true>(ids, expert_map, local_ids, 0, n_slots, e_global, e_local, wcnt);
+    __syncthreads();
+    int c = 0;
+    if (tid < e_local)
+        for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
+    int p = sort_tiles(c, e_local, bt, split, tiles, tiles_small, meta);
+    if (tid < e_local)                            // warp w's first position for expert tid
+        for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
+    __syncthreads();
+    sort_scatter_pass(local_ids, 0, n_slots, wcnt, sorted_slot);
+}
+
+// The same sort in three launches for many slots (fused_moe uses them from SORT_MULTI_MIN slots): block b
+// of moe_sort_count / moe_sort_scatter owns slots [b * chunk, (b + 1) * chunk) (blocks in slot order, warps
+// in slot order inside a block, so the order stays stable). counts [blocks][SORT_MAX_E]: moe_sort_count
+// writes block b's count of each expert, moe_sort_scan turns them into block b's first position of each
+// expert (and writes the tiles and meta exactly as moe_sort), moe_sort_scatter places the slots.
+extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
+moe_sort_count(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_slots, int e_global,
+               int e_local, int chunk, int* __restrict__ local_ids, int* __restrict__ counts) {
+    MOE_GRID_ENTER
+    __shared__ int wcnt[32][SORT_MAX_E];
+    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
+    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
+    __syncthreads();
+    const int lo = blockIdx.x * chunk, hi = min(n_slots, lo + chunk);
+    sort_count_pass<true>(ids, expert_map, local_ids, lo, hi, e_global, e_local, wcnt);
+    __syncthreads();
+    if (tid < SORT_MAX_E) {
+        int c = 0;
+        for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
+        counts[blockIdx.x * SORT_MAX_E + tid] = c;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SORT_MAX_E, 1)
+moe_sort_scan(int n_blocks, int e_local, int bt, int split, int* __restrict__ counts, int4* __restrict__ tiles,
+              int4* __restrict__ tiles_small, int* __restrict__ meta) {
+    MOE_GRID_ENTER
+    const int tid = threadIdx.x;
+    int c = 0;
+    if (tid < e_local)
+        for (int b = 0; b < n_blocks; ++b) c += __ldcg(counts + b * SORT_MAX_E + tid);
+    int p = sort_tiles(c, e_local, bt, split, tiles, tiles_small, meta);
+    if (tid < e_local)                            // block b's first position for expert tid
+        for (int b = 0; b < n_blocks; ++b) {
+            const int n = __ldcg(counts + b * SORT_MAX_E + tid);
+            counts[b * SORT_MAX_E + tid] = p;
+            p += n;
+        }
+}
+
+extern "C" __global__ void __launch_bounds__(SORT_THREADS, 1)
+moe_sort_scatter(int n_slots, int e_local, int chunk, const int* __restrict__ local_ids,
+                 const int* __restrict__ counts, int* __restrict__ sorted_slot) {
+    MOE_GRID_ENTER
+    __shared__ int wcnt[32][SORT_MAX_E];
+    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
+    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
+    __syncthreads();
+    const int lo = blockIdx.x * chunk, hi = min(n_slots, lo + chunk);
+    sort_count_pass<false>(nullptr, nullptr, const_cast<int*>(local_ids), lo, hi, 0, e_local, wcnt);
+    __syncthreads();
+    if (tid < e_local) {
+        int p = __ldcg(counts + blockIdx.x * SORT_MAX_E + tid);
+        for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
+    }
+    __syncthreads();
+    sort_scatter_pass(local_ids, lo, hi, wcnt, sorted_slot);
 }
 
 // ------------------------------------------------------------------------------------------------
