@@ -564,7 +564,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         if cfg in HOPPER_CONFIGS:           # wgmma reads k in the permuted order (moe_fused.cu)
             if ws.xp is None:
                 ws.xp = cp.empty((T, Hp), cp.uint16)
-            add("moe_permute_x", ((T * (Hp // 32) + 255) // 256,), (256,), (xd, i32(T), i32(H), i32(Hp), ws.xp))
+            add("moe_permute_x", ((T * (Hp // 8) + 255) // 256,), (256,), (xd, i32(T), i32(H), i32(Hp), ws.xp))
             x1, ldx1 = ws.xp, Hp
         # (config, tile list, its meta entry, grid rows): the main kernel, then the small-tile kernel
         parts = [(cfg, ws.tiles, ws.meta, ws.max_tiles)]

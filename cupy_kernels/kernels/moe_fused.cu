@@ -1339,32 +1339,33 @@ __device__ __forceinline__ int kperm(int k) {
 
 extern "C" __global__ void moe_hopper_built(int* flag) { *flag = MOE_HOPPER; }
 
-// x [T, H] bf16 -> xp [T, Hp] bf16, columns permuted per 32-block as above, zeros past H.
-// One thread per (row, 32-block): 64 bytes in, 64 bytes out.
+// x [T, H] bf16 -> xp [T, Hp] bf16, columns permuted per 32-block as above, zeros past H (H % 32 == 0).
+// One thread per 16-byte chunk, so a warp loads and stores 512 contiguous bytes. In element pairs the
+// permutation of a 32-block is a 4 x 4 transpose of its chunks (pair j of chunk q goes to pair q of chunk
+// j), so the four lanes of a block exchange their words with four shuffles.
+__device__ __forceinline__ u32 pick4(u32 a, u32 b, u32 c, u32 d, int i) {
+    return i == 0 ? a : i == 1 ? b : i == 2 ? c : d;
+}
 extern "C" __global__ void moe_permute_x(const u16* __restrict__ x, int n_rows, int h, int hp, u16* __restrict__ xp) {
     MOE_GRID_ENTER
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    const int nb = hp >> 5;
-    if (i >= (long)n_rows * nb) return;
-    const long r = i / nb;
-    const int blk = (int)(i - r * nb);
-    u32 in[16], out[16];
-    if (blk * 32 < h) {
-        const uint4* src = reinterpret_cast<const uint4*>(x + r * h + blk * 32);
+    const int nc = hp >> 3;                                       // chunks per row, a multiple of 4
+    const long r = i / nc;
+    const int c = (int)(i - r * nc), q = c & 3, lane = threadIdx.x & 31;
+    const bool live = r < n_rows;                                 // the same for the 4 lanes of a block
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (live && c * 8 < h) v = *reinterpret_cast<const uint4*>(x + r * h + c * 8);
+    u32 o0 = 0, o1 = 0, o2 = 0, o3 = 0;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            const uint4 v = src[q];
-            in[4 * q] = v.x; in[4 * q + 1] = v.y; in[4 * q + 2] = v.z; in[4 * q + 3] = v.w;
-        }
-    } else {
-#pragma unroll
-        for (int p = 0; p < 16; ++p) in[p] = 0u;
+    for (int k = 0; k < 4; ++k) {                                 // lane q gets pair q of chunk (q + k) % 4
+        const int j = (q + k) & 3;
+        const u32 got = __shfl_sync(0xffffffffu, pick4(v.x, v.y, v.z, v.w, (q - k) & 3), (lane & ~3) | j);
+        o0 = j == 0 ? got : o0;
+        o1 = j == 1 ? got : o1;
+        o2 = j == 2 ? got : o2;
+        o3 = j == 3 ? got : o3;
     }
-#pragma unroll
-    for (int p = 0; p < 16; ++p) out[kperm(2 * p) >> 1] = in[p];          // element pairs move together
-    uint4* dst = reinterpret_cast<uint4*>(xp + r * hp + blk * 32);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) dst[q] = make_uint4(out[4 * q], out[4 * q + 1], out[4 * q + 2], out[4 * q + 3]);
+    if (live) *reinterpret_cast<uint4*>(xp + r * hp + c * 8) = make_uint4(o0, o1, o2, o3);
 }
 
 #if MOE_HOPPER
