@@ -11,6 +11,8 @@
 // Kernels (launched in this order by cupy_kernels/moe.py::fused_moe; no host synchronisation in between):
 //   moe_sort          1 block x 1024: map ids through expert_map, count per expert, stable counting sort
 //                     of the T*k slots by local expert, tile table (expert, start, count) of BT tokens.
+//                     From 16384 slots the same sort runs as moe_sort_count / moe_sort_scan /
+//                     moe_sort_scatter over blocks of 4096 slots.
 //   moe_permute_x     (Hopper configs) x -> x with k permuted per 32-block, zero-padded to Hp.
 //   moe_gemm1_<cfg>   grid (row blocks of w13, tiles): gathered x . W13^T + b13 -> activation -> bf16
 //                     intermediate [sorted position, Ip]. <cfg> = decode / mid / large (mma.sync,
