@@ -69,8 +69,8 @@ def _hopper_smem(warpgroups, tokens, stages):
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 / hopper / hopper192
-# on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 /
+# hopper / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers

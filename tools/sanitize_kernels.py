@@ -52,6 +52,7 @@ def main():
         got = ck.align_block_size(cp.asarray(big), 16, 40, fused=fused)
         ok &= all(np.array_equal(g.get(), w_) for g, w_ in zip(got, want))
     ok &= fused_moe_all_configs(rng)
+    ok &= sort_paths(rng)
     cp.cuda.Device().synchronize()
     print("sanitize_kernels: values", "OK" if ok else "DIFFER")
     return 0 if ok else 1
@@ -79,6 +80,36 @@ def fused_moe_all_configs(rng):
         fm.fused_moe(x, dw, tw, ids, impl="naive")
         fm.moe_forward(x, cp.asarray(logits), dw, 2)
     return ok
+
+
+def sort_paths(rng):
+    """moe_sort and the three-kernel sort (blocks of 1000 slots) give the same outputs; and one layer at
+    8192 tokens x top-2 (16384 slots: the three-kernel sort inside fused_moe, with its default config)."""
+    import types
+
+    from cupy_kernels import moe as fm
+    from mxfp4ref.moe.random_weights import random_moe_weights
+    n, E = 5003, 40
+    ids = cp.asarray(rng.integers(-1, E + 1, n).astype(np.int32))
+    got = []
+    for chunk in (0, 1000):
+        ws = types.SimpleNamespace(sorted_slot=cp.zeros(n, cp.int32), tiles=cp.zeros((n // 64 + E + 1, 4), cp.int32),
+                                   tiles_small=cp.zeros((2 * E, 4), cp.int32), meta=cp.zeros(3, cp.int32),
+                                   local_ids=cp.zeros(n, cp.int32), sort_counts=None)
+        for name, grid, block, args in fm.sort_launches(ids, None, n, E, E, 64, 32, ws, chunk=chunk):
+            fm._kernel(name)(grid, block, args)
+        got.append([a.get() for a in (ws.sorted_slot, ws.tiles, ws.tiles_small, ws.meta, ws.local_ids)])
+    m = got[0][3]
+    same = (np.array_equal(got[0][3], got[1][3]) and np.array_equal(got[0][4], got[1][4])
+            and np.array_equal(got[0][0][:m[1]], got[1][0][:m[1]])
+            and np.array_equal(got[0][1][:m[0]], got[1][1][:m[0]])
+            and np.array_equal(got[0][2][:m[2]], got[1][2][:m[2]]))
+    w = random_moe_weights(5, 96, 160, seed=2)
+    T = 8192
+    x = rng.standard_normal((T, 96)).astype(ml_dtypes.bfloat16)
+    tw, ids2 = mxfp4ref.route(rng.standard_normal((T, 5)).astype(np.float32), 2)
+    out = fm.fused_moe(x, fm.to_device(w), tw, ids2).get().view(ml_dtypes.bfloat16)
+    return same and bool(np.isfinite(out.astype(np.float32)).all())
 
 
 if __name__ == "__main__":
