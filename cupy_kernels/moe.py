@@ -76,8 +76,8 @@ CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
     "streamw": (128, 8, 256, _stream_smem),   # 8 warps x 16 rows (more warps per SM)
-    # 16-token tiles: each dequantized weight feeds 1 or 2 mma; activations through a 4-stage cp.async ring
-    "stream16": (128, 16, 256, 4 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
+    # 16-token tiles: each dequantized weight feeds 1 or 2 mma; activations through a 3-stage cp.async ring
+    "stream16": (128, 16, 256, 3 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
     "decode": (32, 8, 128, 0),         # MT=2, NT=1, 4 warps split K (reduced through smem)
     # no sort: one block row per slot; each warp's whole K range of weights copied to smem at once
     "direct": (32, 1, 256, lambda kp: 2 * kp + 8 * 3 * 2176),     # 8 warps split K, 3 superblocks each

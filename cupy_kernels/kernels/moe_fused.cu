@@ -1293,9 +1293,10 @@ __device__ __forceinline__ void moe_gemm_tiled_body(const GemmArgs& A) {
 
 DEFINE_GEMM_STREAM(stream, 4, 4, 1)      // 64 rows x 8 tokens, 4 warps, 4 superblocks in flight
 DEFINE_GEMM_STREAM(streamw, 4, 8, 3)     // 128 rows x 8 tokens, 8 warps, 4 superblocks in flight, 3 blocks per SM
-// 128 rows x 16 tokens, 8 warps, 2 superblocks of weights and 4 x-stages in flight, 3 blocks per SM. (D = 3
-// spilled 8 bytes at the 85-register bound and was 1-5% slower; D = 4 or 2 blocks per SM: 10-20% slower.)
-DEFINE_GEMM_STREAM16(stream16, 2, 8, 4, 3)
+// 128 rows x 16 tokens, 8 warps, 2 superblocks of weights in flight, 3 x-stages, 3 blocks per SM. (D = 3
+// spilled 8 bytes at the 85-register bound and was 1-5% slower; D = 4 or 2 blocks per SM: 10-20% slower;
+// 2, 4 or 6 x-stages: 0-5% slower; 4 warps, 6 blocks per SM: 0-4% slower. BENCHMARKS.md v10.)
+DEFINE_GEMM_STREAM16(stream16, 2, 8, 3, 3)
 DEFINE_GEMM_TILED(tiled, 2, 8, 4, 2, 4)      // 128 rows x 128 tokens, 8 warps: 194 KB smem
 DEFINE_GEMM_TILED(tiled256, 4, 8, 4, 2, 3)   // 256 rows x 128 tokens, 8 warps: 171 KB smem
 DEFINE_GEMM_TILED(tiled64, 2, 4, 4, 2, 4)    // 128 rows x 64 tokens, 8 warps: 114 KB smem
