@@ -194,11 +194,11 @@ def test_dequant_probe_all_codes_all_scales(general):
 
 @pytest.mark.gpu
 def test_large_scale_bytes_take_the_exact_path():
-    """Scale bytes above 128 (a warp then takes the general two-multiply dequantization) and 0, 1."""
+    """Scale bytes of 128 and above (a warp then takes the general two-multiply dequantization) and 0, 1."""
     E, H, I, k = 2, 64, 64, 2
     w = random_moe_weights(E, H, I, seed=41)
     s13 = w.w13_weight_scale.copy()
-    s13[0, :4, 0] = [129, 130, 0, 1]                     # a warp sees bytes > 128: two-multiply path
+    s13[0, :5, 0] = [128, 129, 130, 0, 1]                # a warp sees bytes >= 128: two-multiply path
     w = MoEWeights(w.w13_weight, s13, w.w2_weight, w.w2_weight_scale, w.w13_bias, w.w2_bias, w.gate_up)
     rng = np.random.default_rng(42)
     x = random_x(rng, 16, H)

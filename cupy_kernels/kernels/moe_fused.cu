@@ -140,8 +140,8 @@ struct BoolC {
 };
 
 // The 8 codes of q in 32-block b of scale word sw (4 E8M0 bytes). !SLOW: every byte of the warp's
-// scale words is <= 128 (checked by warp_needs_slow), so one multiply by 2**(s-1) is exact: prmt puts
-// byte b in both halves, one multiply-add makes (s + 126) << 7. SLOW: the general dequant8.
+// scale words is below 128 (warp_needs_slow), so one multiply by 2**(s-1) is exact (it is up to 128):
+// prmt puts byte b in both halves, one multiply-add makes (s + 126) << 7. SLOW: the general dequant8.
 template <bool SLOW>
 __device__ __forceinline__ void dequant_blk(u32 q, u32 sw, int b, u32 out[4]) {
     if (!SLOW) {
@@ -153,8 +153,10 @@ __device__ __forceinline__ void dequant_blk(u32 q, u32 sw, int b, u32 out[4]) {
     }
 }
 
-// Warp-uniform: does any lane's scale word hold a byte > 128 (the two-multiply path)?
-__device__ __forceinline__ u32 big_scales(u32 sw) { return __vcmpgtu4(sw, 0x80808080u); }
+// Warp-uniform: may any lane's scale word hold a byte > 128 (the two-multiply path)? Conservative: a
+// byte of exactly 128 also takes the (exact, slower) two-multiply path, so the test is one AND per word
+// (ORed words fold into one LOP3) instead of a byte-wise compare. Real weights have bytes < 128.
+__device__ __forceinline__ u32 big_scales(u32 sw) { return sw & 0x80808080u; }
 __device__ __forceinline__ bool warp_needs_slow(u32 big) { return __any_sync(0xffffffffu, big != 0u); }
 
 __device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
@@ -856,14 +858,15 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                 sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
                 if (mvalid[m]) big |= big_scales(sv[m][h]);
             }
-        auto step = [&](auto slow) {
+        // full: all 4 blocks of the superblock hold data (every superblock but maybe the last): no bound check
+        auto step = [&](auto slow, auto full) {
 #pragma unroll
             for (int b = 0; b < 4; ++b) {
                 const int blk = sb * 4 + b;
-                if (blk >= D.A.kblocks) break;
-                // B fragment: token column g = 0 holds the row, the other columns are zero
-                uint4 xv = make_uint4(0, 0, 0, 0);
-                if (g == 0) xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
+                if (!decltype(full)::value && blk >= D.A.kblocks) break;
+                // B fragment: every token column holds the row (a broadcast load, no predicate); only
+                // column 0 is used (the epilogue writes the tile's count = 1 column)
+                const uint4 xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
 #pragma unroll
                 for (int m = 0; m < 2; ++m) {
                     if (!mvalid[m]) continue;
@@ -877,7 +880,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                 }
             }
         };
-        if (warp_needs_slow(big)) step(BoolC<true>()); else step(BoolC<false>());
+        const bool slow = warp_needs_slow(big);
+        if (sb * 4 + 4 <= D.A.kblocks) {
+            if (slow) step(BoolC<true>(), BoolC<true>()); else step(BoolC<false>(), BoolC<true>());
+        } else {
+            if (slow) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
+        }
     }
     cp_async_wait<0>();
     __shared__ float red[KS][32][8];
@@ -923,24 +931,29 @@ DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superbl
 // ------------------------------------------------------------------------------------------------
 // Shared by the streaming kernels (stream*, stream16): a warp's 16 weight rows over the whole K, row0 + g
 // and row0 + 8 + g of one 16-row group (word t of each 64-byte row piece), streamed superblock by
-// superblock into a register ring. Past K or past the real rows: zero codes with scale bytes 127 (1.0).
+// superblock, in order, into a register ring: next() loads the next superblock and advances two pointers
+// (no per-superblock address arithmetic). Rows past the real rows are never loaded, and nothing is
+// loaded past K: the caller starts every ring slot at zero codes with scale bytes 127 (init), and a slot
+// that next() does not load is not used again, or holds those zeros (past the real rows).
 struct Rows16 {
-    const uint4* w0;         // row row0 + g, word t of superblock 0
-    const uint4* w1;         // row row0 + 8 + g (w0 + 32)
-    const u32* s0;           // scale word of row row0 + g, superblock 0 (+ sb * rows_p; row + 8: + 8)
-    int rows_p;
-    int nsb;                 // superblocks holding data
-    bool valid;              // the rows are real
-    __device__ __forceinline__ void load(int sb, uint4 (&w)[2], u32 (&sc)[2]) const {
-        if (valid && sb < nsb) {
-            w[0] = __ldg(w0 + sb * 64);
-            w[1] = __ldg(w1 + sb * 64);
-            sc[0] = __ldg(s0 + (long)sb * rows_p);
-            sc[1] = __ldg(s0 + (long)sb * rows_p + 8);
-        } else {
-            w[0] = w[1] = make_uint4(0, 0, 0, 0);
-            sc[0] = sc[1] = 0x7f7f7f7fu;
+    const uint4* w;          // row row0 + g, word t of the next superblock (row row0 + 8 + g: w + 32)
+    const u32* s;            // scale word of row row0 + g, next superblock (row + 8: s + 8)
+    long s_step;             // rows_p: scale words per superblock
+    int left;                // superblocks still to load (0 when the rows are not real)
+    __device__ __forceinline__ static void init(uint4 (&wr)[2], u32 (&sc)[2]) {
+        wr[0] = wr[1] = make_uint4(0, 0, 0, 0);
+        sc[0] = sc[1] = 0x7f7f7f7fu;
+    }
+    __device__ __forceinline__ void next(uint4 (&wr)[2], u32 (&sc)[2]) {
+        if (left > 0) {
+            wr[0] = __ldg(w);
+            wr[1] = __ldg(w + 32);
+            sc[0] = __ldg(s);
+            sc[1] = __ldg(s + 8);
         }
+        w += 64;
+        s += s_step;
+        --left;
     }
 };
 
@@ -986,13 +999,15 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
     const int row0 = (blockIdx.x * NWARP + warp) * 16;
     const int kw = A.kp >> 5, nsb_all = A.kp >> 7;
     const int nsb = (A.kblocks + 3) >> 2;
-    const uint4* w0 = A.W + ((long)expert * A.rows_p + row0) * kw + g * 4 + t;   // row row0 + g
-    const Rows16 rows{w0, w0 + 32, A.S + (long)expert * nsb_all * A.rows_p + row0 + g, A.rows_p, nsb,
-                      row0 < A.rows_real};
+    Rows16 rows{A.W + ((long)expert * A.rows_p + row0) * kw + g * 4 + t,           // row row0 + g
+                A.S + (long)expert * nsb_all * A.rows_p + row0 + g, A.rows_p, row0 < A.rows_real ? nsb : 0};
     uint4 wr[D][2];
     u32 sr[D][2];
 #pragma unroll
-    for (int i = 0; i < D; ++i) rows.load(i, wr[i], sr[i]);       // weights first: they need only the expert
+    for (int i = 0; i < D; ++i) {                                 // weights first: they need only the expert
+        Rows16::init(wr[i], sr[i]);
+        rows.next(wr[i], sr[i]);
+    }
     // stage the tile's activation rows (8 rows; missing rows and blocks past K are zero-filled)
     const int chunks = A.kp >> 3;                                 // 16-byte chunks per row
     for (int i = tid; i < 8 * chunks; i += 32 * NWARP) {
@@ -1023,7 +1038,7 @@ __device__ __forceinline__ void moe_gemm_stream_body(const GemmArgs& A) {
                     rows16_superblock<true, false, 1>(wa, wb, sa, sc, sb * 4, A.kblocks, xb + sb * 128, 0, acc[0], acc2);
                 else
                     rows16_superblock<false, false, 1>(wa, wb, sa, sc, sb * 4, A.kblocks, xb + sb * 128, 0, acc[0], acc2);
-                rows.load(sb + D, wr[i], sr[i]);
+                rows.next(wr[i], sr[i]);                          // superblock sb + D
             }
         }
     }
@@ -1061,44 +1076,50 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
     const int tid = threadIdx.x, lane = tid & 31;
     const int g = lane >> 2, t = lane & 3;
     const int nsb = (A.kblocks + 3) >> 2;
-    const Rows16 rows{w0, w0 + 32, s0, A.rows_p, nsb, row0 < A.rows_real};
+    Rows16 rows{w0, s0, A.rows_p, row0 < A.rows_real ? nsb : 0};
     uint4 wr[D][2];
     u32 sr[D][2];
 #pragma unroll
-    for (int i = 0; i < D; ++i) rows.load(i, wr[i], sr[i]);       // weights first: they need only the expert
-    // this thread's activation copies: chunk ch (8 k) of tile row c, for every stage
+    for (int i = 0; i < D; ++i) {                                 // weights first: they need only the expert
+        Rows16::init(wr[i], sr[i]);
+        rows.next(wr[i], sr[i]);
+    }
+    // this thread's activation copies: chunk ch = i % 16 (8 k) of tile row c = i / 16, for every stage;
+    // the chunk lies in K block sb * 4 + ch / 4, so it holds data for superblocks sb < sb_end (0 for rows
+    // past the tile's count: never copied, their columns are not written)
     constexpr int NCOPY = (16 * 16) / (32 * NWARP);               // copies per thread per stage
-    const u16* src[NCOPY];                                        // (row c, chunk ch) = (i / 16, i % 16)
+    constexpr u32 STAGE = 2 * 16 * XS16;                          // bytes per stage
+    const u16* src[NCOPY];
+    u32 dst[NCOPY];                                               // shared address in stage 0
+    int sb_end[NCOPY];
+    const u32 xsm_s = (u32)__cvta_generic_to_shared(xsm);
 #pragma unroll
     for (int j = 0; j < NCOPY; ++j) {
         const int i = tid + j * 32 * NWARP, c = i >> 4;
-        src[j] = nullptr;
+        src[j] = A.X;
+        dst[j] = xsm_s + 2 * (c * XS16 + (i & 15) * 8);
+        sb_end[j] = 0;
         if (c < count) {
             const long r = GATED ? (long)(A.sorted_slot[start + c] / A.top_k) : (long)(start + c);
             src[j] = A.X + r * A.ldx + (i & 15) * 8;
+            sb_end[j] = (A.kblocks - ((i & 15) >> 2) + 3) >> 2;
         }
     }
-    const u32 xsm_s = (u32)__cvta_generic_to_shared(xsm);
-    auto copy_stage = [&](int sb, int stg) {                      // superblock sb into stage stg
-        if (sb < nsb) {
+    auto copy_stage = [&](int sb, u32 off) {                      // superblock sb into the stage at byte off
 #pragma unroll
-            for (int j = 0; j < NCOPY; ++j) {
-                const int i = tid + j * 32 * NWARP;
-                if (src[j] && sb * 4 + ((i & 15) >> 2) < A.kblocks)
-                    cp_async16s(xsm_s + 2 * (stg * 16 * XS16 + (i >> 4) * XS16 + (i & 15) * 8), src[j] + sb * 128, 16);
-            }
-        }
+        for (int j = 0; j < NCOPY; ++j)
+            if (sb < sb_end[j]) cp_async16s(dst[j] + off, src[j] + sb * 128, 16);
         cp_async_commit();                                        // always: uniform group counting
     };
 #pragma unroll
-    for (int s = 0; s < ST - 1; ++s) copy_stage(s, s);
+    for (int s = 0; s < ST - 1; ++s) copy_stage(s, s * STAGE);
     float acc[NT][4], acc2[NT][4];                                // mma steps 0 / 1: two dependency chains
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[n][i] = acc2[n][i] = 0.0f;
     const u16* xb = xsm + g * XS16 + 8 * t;
-    int stage = 0;                                                // sb % ST
+    u32 xoff = 0;                                                 // byte offset of stage sb % ST
     for (int sb0 = 0; sb0 < nsb; sb0 += D) {
 #pragma unroll
         for (int i = 0; i < D; ++i) {
@@ -1106,9 +1127,9 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
             if (sb < nsb) {
                 cp_async_wait<ST - 2>();                          // stage sb has landed (this thread's copies)
                 __syncthreads();                                  // ... everyone's; stage sb-1 is free again
-                copy_stage(sb + ST - 1, stage == 0 ? ST - 1 : stage - 1);
-                const u16* xs = xb + stage * 16 * XS16;
-                if (++stage == ST) stage = 0;
+                copy_stage(sb + ST - 1, xoff == 0 ? (ST - 1) * STAGE : xoff - STAGE);
+                const u16* xs = xb + xoff / 2;
+                xoff = xoff == (ST - 1) * STAGE ? 0 : xoff + STAGE;
                 const uint4 wa = wr[i][0], wb = wr[i][1];
                 const u32 sa = sr[i][0], sc = sr[i][1];
                 // full: all 4 blocks of the superblock hold data (every superblock but maybe the last), so
@@ -1122,7 +1143,7 @@ __device__ __forceinline__ void moe_gemm_stream16_loop(const GemmArgs& A, int ex
                     if (slow) rows16_superblock<true, false, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
                     else rows16_superblock<false, false, NT>(wa, wb, sa, sc, blk0, kb, xs, xn, acc, acc2);
                 }
-                rows.load(sb + D, wr[i], sr[i]);
+                rows.next(wr[i], sr[i]);                          // superblock sb + D
             }
         }
     }
