@@ -712,6 +712,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 __device__ __forceinline__ void cp_async16s(u32 saddr, const void* gmem, int src_bytes) {   // shared address
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(saddr), "l"(gmem), "r"(src_bytes));
 }
+__device__ __forceinline__ void cp_async16f(u32 saddr, const void* gmem) {   // all 16 bytes (no zero fill)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(saddr), "l"(gmem));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -1342,7 +1345,8 @@ DEFINE_GEMM_TILED(tiled32, 2, 2, 4, 2, 4)    // 128 rows x 32 tokens, 8 warps: 7
 // logical k = 8t + 4s + 2h + e (t = 0..3 word/lane, s = mma step, h = register half, e = element) sits
 // at column 16s + 2t + 8h + e. Zero padding to Kp is kept.
 //
-// Shared memory per stage (ST stages, cp.async, zero-filled past the tile and past K):
+// Shared memory per stage (ST stages, cp.async; x rows past the tile are not copied, weight rows past the
+// real rows are zero-filled):
 //   x: two slabs (k 0..63, 64..127 of the superblock) of BN rows x 128 bytes, 128-byte swizzle (16-byte
 //      chunk c of row r at chunk c ^ (r % 8)), the layout a K-major wgmma descriptor with SBO 1024 reads;
 //   w: BR rows x 64 bytes (the row's 4 uint4 = 16 words of the superblock); s: BR scale words.
@@ -1471,9 +1475,9 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
-    u32* s_row = reinterpret_cast<u32*>(smem + ST * STAGE);      // byte offset of each tile row in X
-                                                                  // (elements < 2**31: checked by the
-                                                                  // launcher); 0 past the tile (unread)
+    // byte offset in X of each tile row (elements < 2**31: checked by the launcher), 0 past the tile
+    // (not copied); stored so that the XJ rows one thread copies are adjacent (see issue)
+    u32* s_row = reinterpret_cast<u32*>(smem + ST * STAGE);
     int* s_slot = reinterpret_cast<int*>(s_row + BN);             // slot of each tile column
     float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -1482,6 +1486,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     if (tile >= A.meta[0]) return;
     const int4 tl = A.tiles[tile];
     const int expert = tl.x, start = tl.y, count = tl.z;
+    constexpr int XJ = BN * 16 / NTHR, XROWS = NTHR / 16;         // x copies per thread, rows per copy round
     for (int c = tid; c < BN; c += NTHR) {
         u32 r = 0;
         if (c < count) {
@@ -1491,7 +1496,7 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             s_slot[c] = slot;
             s_gamma[c] = bf16_to_f32(f32_to_bf16(A.topk_w[slot]));
         }
-        s_row[c] = r;
+        s_row[(c % XROWS) * XJ + c / XROWS] = r;                  // row c = c % XROWS + XROWS * j
     }
     __syncthreads();
     const int rowblk = blockIdx.x * BR;
@@ -1502,12 +1507,20 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     const int nsb = (A.kblocks + 3) >> 2;
     const u32 smem_base = (u32)__cvta_generic_to_shared(smem);
     // A thread's copies are the same every superblock: x chunk ch = tid % 16 of rows tid/16 + j*NTHR/16
-    // (NTHR/16 is a multiple of 8, so the swizzle term is the same for every j; row offsets come from
-    // s_row), weight chunk tid % 4 of rows tid/4 + j*NTHR/4 (offsets computed once here).
-    constexpr int XJ = BN * 16 / NTHR, WJ = BR * 4 / NTHR, XROWS = NTHR / 16;
-    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && XROWS % 8 == 0, "copy split");
+    // (NTHR/16 is a multiple of 8, so the swizzle term is the same for every j; the XJ row offsets are
+    // one vector load from s_row), weight chunk tid % 4 of rows tid/4 + j*NTHR/4 (offsets computed once
+    // here). The x chunks of the tile's rows (j < x_rows) are copied whole, also past K (the padding of
+    // X's rows, kp >= 128 * nsb elements): blocks past K are never multiplied. Rows past the tile are not
+    // copied: their stage rows hold stale data, which only reaches their own columns (wgmma's columns
+    // are independent), and those are not written.
+    constexpr int WJ = BR * 4 / NTHR;
+    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && XROWS % 8 == 0 && (XJ % 4 == 0 || XJ == 2),
+                  "copy split");
     const int xch = tid & 15;
     const u32 xdst = (xch >> 3) * (BN * 128) + (tid >> 4) * 128 + (((xch & 7) ^ ((tid >> 4) & 7)) << 4);
+    const u32* my_rows = s_row + (tid >> 4) * XJ;
+    const int x_rows = count >= BN ? XJ                           // rows j < x_rows (XJ: a full tile)
+                     : count > (tid >> 4) ? (count - (tid >> 4) + XROWS - 1) / XROWS : 0;
     int wsrc[WJ];                             // uint4 offset from Wb, -1 past the real rows
 #pragma unroll
     for (int j = 0; j < WJ; ++j) {
@@ -1517,13 +1530,30 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     auto issue = [&](int sb, int stg) {                           // superblock sb into stage stg
         if (sb < nsb) {
             const u32 st = smem_base + stg * STAGE;
-            const bool kok = sb * 4 + (xch >> 2) < A.kblocks;
-            // chunk xch of superblock sb of X's row 0; + s_row[row] (a row past the tile: row 0, not read)
+            // chunk xch of superblock sb of X's row 0; + the row's offset
             const unsigned char* xb = reinterpret_cast<const unsigned char*>(A.X) + sb * 256 + xch * 16;
+            u32 off[XJ];
+            if constexpr (XJ == 2) {
+                const uint2 v = *reinterpret_cast<const uint2*>(my_rows);
+                off[0] = v.x;
+                off[1] = v.y;
+            } else {
 #pragma unroll
-            for (int j = 0; j < XJ; ++j) {
-                const int row = (tid >> 4) + j * XROWS;
-                cp_async16s(st + xdst + j * XROWS * 128, xb + s_row[row], kok && row < count ? 16 : 0);
+                for (int j = 0; j < XJ; j += 4) {
+                    const uint4 v = *reinterpret_cast<const uint4*>(my_rows + j);
+                    off[j] = v.x;
+                    off[j + 1] = v.y;
+                    off[j + 2] = v.z;
+                    off[j + 3] = v.w;
+                }
+            }
+            if (x_rows == XJ) {                                   // every row of a full tile: no predicates
+#pragma unroll
+                for (int j = 0; j < XJ; ++j) cp_async16f(st + xdst + j * XROWS * 128, xb + off[j]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < XJ; ++j)
+                    if (j < x_rows) cp_async16f(st + xdst + j * XROWS * 128, xb + off[j]);
             }
 #pragma unroll
             for (int j = 0; j < WJ; ++j)
