@@ -629,7 +629,8 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
 def dequant_probe(words, scale_bytes, *, general: bool = True):
     """Run the kernels' register dequantizer on kernel-order words (uint32 (n,)) and scale bytes (n,):
     returns uint16 (n, 8) bf16 bits in logical code order (for the exhaustive exactness test).
-    general=False runs the one-multiply path the kernels take when a warp's scale bytes are all <= 128."""
+    general=False runs the one-multiply path (exact for scale bytes <= 128; the kernels take it when a
+    warp's scale bytes are all below 128)."""
     _require_cupy()
     w = _as_device(words, "words", cp.uint32)
     s = _as_device(scale_bytes, "scale_bytes", cp.uint32)

@@ -1740,15 +1740,15 @@ extern "C" __global__ void moe_gemm2_naive(const unsigned char* w2, const unsign
 }
 
 // ------------------------------------------------------------------------------------------------
-// Probe: the register dequantizer alone (general=1: the two-multiply path, 0: the one-multiply path the
-// kernels take when every scale byte of the warp is <= 128). codes_word[i] is a kernel-order uint32 of
+// Probe: the register dequantizer alone (general=1: the two-multiply path, 0: the one-multiply path, exact
+// for scale bytes <= 128; the kernels take it when every scale byte of the warp is below 128). codes_word[i] is a kernel-order uint32 of
 // 8 codes, sbyte[i] its scale byte; out[8*i + j] = bf16 bits of code j (logical order) times 2**(sbyte - 127).
 extern "C" __global__ void moe_dequant_probe(const u32* codes_word, const u32* sbyte, int n, int general, u16* out) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     u32 r[4];
     if (general) dequant_blk<true>(codes_word[i], sbyte[i], 0, r);     // any scale byte
-    else dequant_blk<false>(codes_word[i], sbyte[i], 0, r);            // scale bytes <= 128 only
+    else dequant_blk<false>(codes_word[i], sbyte[i], 0, r);            // exact for scale bytes <= 128
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
         out[8 * i + 2 * p] = (u16)(r[p] & 0xffffu);
