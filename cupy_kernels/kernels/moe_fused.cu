@@ -196,6 +196,15 @@ __device__ __forceinline__ float activation(int act, float g, float u) {
 #define SORT_MAX_E 256
 #define SORT_SU 8                                 // rounds whose loads are issued together
 
+// Warp w's contiguous segment [lo, hi) of the block's slots [lo0, hi0): whole rounds of 32 slots, the
+// same split in both passes (so pass 2 visits each warp's slots in pass 1's order).
+__device__ __forceinline__ void sort_segment(int lo0, int hi0, int& lo, int& hi) {
+    const int warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
+    const int seg = (((hi0 - lo0 + nwarp - 1) / nwarp) + 31) & ~31;
+    lo = lo0 + warp * seg;
+    hi = min(hi0, lo + seg);
+}
+
 // Pass 1 over the block's slots [lo0, hi0): warp w owns the contiguous segment w (whole rounds of 32);
 // wcnt[w][e] += its slots of local expert e (wcnt zeroed by the caller). FROM_IDS: map ids through
 // expert_map and write local_ids; else read local_ids (written by moe_sort_count).
@@ -203,9 +212,9 @@ template <bool FROM_IDS>
 __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, const int* __restrict__ expert_map,
                                                 int* __restrict__ local_ids, int lo0, int hi0, int e_global,
                                                 int e_local, int (*wcnt)[SORT_MAX_E]) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarp = blockDim.x >> 5;
-    const int seg = (((hi0 - lo0 + nwarp - 1) / nwarp) + 31) & ~31;
-    const int lo = lo0 + warp * seg, hi = min(hi0, lo + seg);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo, hi;
+    sort_segment(lo0, hi0, lo, hi);
     const unsigned lt_mask = (1u << lane) - 1u;
     for (int base = lo; base < hi; base += 32 * SORT_SU) {
         int l[SORT_SU];
@@ -241,9 +250,9 @@ __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, con
 // its position (rank inside a round = lanes below with the same expert), stable.
 __device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_ids, int lo0, int hi0,
                                                   int (*wcnt)[SORT_MAX_E], int* __restrict__ sorted_slot) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarp = blockDim.x >> 5;
-    const int seg = (((hi0 - lo0 + nwarp - 1) / nwarp) + 31) & ~31;
-    const int lo = lo0 + warp * seg, hi = min(hi0, lo + seg);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo, hi;
+    sort_segment(lo0, hi0, lo, hi);
     const unsigned lt_mask = (1u << lane) - 1u;
     for (int base = lo; base < hi; base += 32 * SORT_SU) {
         int l[SORT_SU];
