@@ -246,6 +246,30 @@ __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, con
     }
 }
 
+// The block's pass 1 over [lo, hi): wcnt zeroed, then counted (sort_count_pass); all threads call it
+// (barriers inside). Returns, in thread e < e_local, the block's count of expert e (0 elsewhere).
+template <bool FROM_IDS>
+__device__ __forceinline__ int sort_block_count(const int* __restrict__ ids, const int* __restrict__ expert_map,
+                                                int* __restrict__ local_ids, int lo, int hi, int e_global,
+                                                int e_local, int (*wcnt)[SORT_MAX_E]) {
+    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
+    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
+    __syncthreads();
+    sort_count_pass<FROM_IDS>(ids, expert_map, local_ids, lo, hi, e_global, e_local, wcnt);
+    __syncthreads();
+    int c = 0;
+    if (tid < e_local)
+        for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
+    return c;
+}
+
+// Thread e < e_local: wcnt[w][e] = warp w's first position for expert e, the block's starting at p.
+__device__ __forceinline__ void sort_warp_starts(int (*wcnt)[SORT_MAX_E], int e_local, int p) {
+    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
+    if (tid < e_local)
+        for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
+}
+
 // Pass 2 over the same segments: wcnt[w][e] = warp w's first position for expert e; each slot goes to
 // its position (rank inside a round = lanes below with the same expert), stable.
 __device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_ids, int lo0, int hi0,
@@ -324,17 +348,8 @@ moe_sort(const int* __restrict__ ids, const int* __restrict__ expert_map, int n_
          int4* __restrict__ tiles_small, int* __restrict__ meta, int* __restrict__ local_ids) {
     MOE_GRID_ENTER
     __shared__ int wcnt[32][SORT_MAX_E];          // pass 1: counts; then each warp's next position
-    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;          // 256 or 1024 threads
-    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
-    __syncthreads();
-    sort_count_pass<true>(ids, expert_map, local_ids, 0, n_slots, e_global, e_local, wcnt);
-    __syncthreads();
-    int c = 0;
-    if (tid < e_local)
-        for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
-    int p = sort_tiles(c, e_local, bt, split, tiles, tiles_small, meta);
-    if (tid < e_local)                            // warp w's first position for expert tid
-        for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
+    const int c = sort_block_count<true>(ids, expert_map, local_ids, 0, n_slots, e_global, e_local, wcnt);
+    sort_warp_starts(wcnt, e_local, sort_tiles(c, e_local, bt, split, tiles, tiles_small, meta));
     __syncthreads();
     sort_scatter_pass(local_ids, 0, n_slots, wcnt, sorted_slot);
 }
@@ -349,17 +364,9 @@ moe_sort_count(const int* __restrict__ ids, const int* __restrict__ expert_map, 
                int e_local, int chunk, int* __restrict__ local_ids, int* __restrict__ counts) {
     MOE_GRID_ENTER
     __shared__ int wcnt[32][SORT_MAX_E];
-    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
-    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
-    __syncthreads();
     const int lo = blockIdx.x * chunk, hi = min(n_slots, lo + chunk);
-    sort_count_pass<true>(ids, expert_map, local_ids, lo, hi, e_global, e_local, wcnt);
-    __syncthreads();
-    if (tid < SORT_MAX_E) {
-        int c = 0;
-        for (int w = 0; w < nwarp; ++w) c += wcnt[w][tid];
-        counts[blockIdx.x * SORT_MAX_E + tid] = c;
-    }
+    const int c = sort_block_count<true>(ids, expert_map, local_ids, lo, hi, e_global, e_local, wcnt);
+    if (threadIdx.x < SORT_MAX_E) counts[blockIdx.x * SORT_MAX_E + threadIdx.x] = c;
 }
 
 extern "C" __global__ void __launch_bounds__(SORT_MAX_E, 1)
@@ -384,16 +391,10 @@ moe_sort_scatter(int n_slots, int e_local, int chunk, const int* __restrict__ lo
                  const int* __restrict__ counts, int* __restrict__ sorted_slot) {
     MOE_GRID_ENTER
     __shared__ int wcnt[32][SORT_MAX_E];
-    const int tid = threadIdx.x, nwarp = blockDim.x >> 5;
-    for (int i = tid; i < nwarp * SORT_MAX_E; i += blockDim.x) wcnt[i / SORT_MAX_E][i % SORT_MAX_E] = 0;
-    __syncthreads();
     const int lo = blockIdx.x * chunk, hi = min(n_slots, lo + chunk);
-    sort_count_pass<false>(nullptr, nullptr, const_cast<int*>(local_ids), lo, hi, 0, e_local, wcnt);
-    __syncthreads();
-    if (tid < e_local) {
-        int p = __ldcg(counts + blockIdx.x * SORT_MAX_E + tid);
-        for (int w = 0; w < nwarp; ++w) { const int n = wcnt[w][tid]; wcnt[w][tid] = p; p += n; }
-    }
+    sort_block_count<false>(nullptr, nullptr, const_cast<int*>(local_ids), lo, hi, 0, e_local, wcnt);
+    const int tid = threadIdx.x;
+    sort_warp_starts(wcnt, e_local, tid < e_local ? __ldcg(counts + blockIdx.x * SORT_MAX_E + tid) : 0);
     __syncthreads();
     sort_scatter_pass(local_ids, lo, hi, wcnt, sorted_slot);
 }
@@ -720,9 +721,6 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 }
 __device__ __forceinline__ void cp_async16s(u32 saddr, const void* gmem, int src_bytes) {   // shared address
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(saddr), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async16f(u32 saddr, const void* gmem) {   // all 16 bytes (no zero fill)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(saddr), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
@@ -1558,11 +1556,11 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             }
             if (x_rows == XJ) {                                   // every row of a full tile: no predicates
 #pragma unroll
-                for (int j = 0; j < XJ; ++j) cp_async16f(st + xdst + j * XROWS * 128, xb + off[j]);
+                for (int j = 0; j < XJ; ++j) cp_async16s(st + xdst + j * XROWS * 128, xb + off[j], 16);
             } else {
 #pragma unroll
                 for (int j = 0; j < XJ; ++j)
-                    if (j < x_rows) cp_async16f(st + xdst + j * XROWS * 128, xb + off[j]);
+                    if (j < x_rows) cp_async16s(st + xdst + j * XROWS * 128, xb + off[j], 16);
             }
 #pragma unroll
             for (int j = 0; j < WJ; ++j)

@@ -674,8 +674,9 @@ MXK_HD mxk_u32 mxk_quant_block_bf16(const mxk_u32 w[16], mxk_u32 out[4], const M
 // in the stream is still running. mxk_grid_wait() returns once that kernel has completed and its writes
 // are visible: before it, a kernel may read only data that no kernel still running can write (weights,
 // expert_map; or what the kernel two launches back wrote, since the one before it waited for that
-// kernel before releasing this one: the direct GEMM2 reads the routing ids so), and may write nothing. mxk_grid_release() lets the next PDL-launched kernel start once
-// every block of this grid has called it or exited. Launched without the attribute, both do nothing.
+// kernel before releasing this one: the direct GEMM2 reads the routing ids so), and may write nothing.
+// mxk_grid_release() lets the next PDL-launched kernel start once every block of this grid has called it
+// or exited. Launched without the attribute, both do nothing.
 __device__ __forceinline__ void mxk_grid_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
