@@ -1,7 +1,7 @@
 """Benchmark of the full gpt-oss MoE layer: cupy_kernels.fused_moe vs triton_kernels in the same run.
 
     python -m cupy_kernels.bench_fused_moe [--models gpt-oss-120b,gpt-oss-20b] [--tokens 1,4,...]
-                                           [--peers .peers] [--reps 50] [--json FILE]
+                                           [--peers .peers] [--reps 50] [--cold-l2] [--json FILE]
 
 Per (model, tokens): our time (CUDA-graph replay of moe_forward = GPU routing + the fused layer; median of
 per-replay device-event times), triton_kernels'
@@ -9,14 +9,16 @@ time (``.peers/bench_triton_kernels.py`` TritonKernelsLayer: routing + 2 matmul_
 median), their ratio, and our fraction of the roofline: max(touched weight bytes / copy bandwidth,
 flops / bf16 matmul rate), both ceilings measured at the start of the run on this card.
 Weights: random FP4 codes and scale bytes 118..123 (cupy random, on the device); x, logits random.
-Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit.
+Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit
+(at 1-4 tokens the touched weights are about L2's size). --cold-l2 writes a buffer of 4x the L2 size
+before every timed replay, outside the timed region, for both ours and the peer (the peer's forward then
+runs as one torch CUDA graph of TritonKernelsLayer.__call__ on the same inputs its own timer makes).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
@@ -87,13 +89,24 @@ def layer_bytes_per_expert(H, I):
     return (2 * I * H // 2 + 2 * I * H // 32 + H * I // 2 + H * I // 32) + 4 * (2 * I + H)
 
 
-def _median_us(fn, reps, stream):
+def l2_scrub_bytes():
+    """Bytes of the buffer --cold-l2 writes before each timed replay: 4x this device's L2 cache."""
+    import cupy as cp
+    return 4 * int(cp.cuda.Device().attributes["L2CacheSize"])
+
+
+def _median_us(fn, reps, stream, scrub=None):
+    """Median us of fn() between two events on ``stream``; ``scrub`` (a cupy array): written on the stream
+    before each timed call, outside the events (evicts L2)."""
     import cupy as cp
     for _ in range(3):
         fn()
     stream.synchronize()
     evs = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(reps)]
-    for e0, e1 in evs:
+    for i, (e0, e1) in enumerate(evs):
+        if scrub is not None:
+            with stream:
+                scrub.fill(i & 0xff)
         e0.record(stream)
         fn()
         e1.record(stream)
@@ -101,9 +114,42 @@ def _median_us(fn, reps, stream):
     return float(np.median([cp.cuda.get_elapsed_time(a, b) for a, b in evs]) * 1e3)
 
 
-def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None):
+def peer_cold_us(tk, T, reps, seed=1):
+    """The peer's forward (TritonKernelsLayer.__call__, inputs made as its time_us makes them) as one torch
+    CUDA graph, median us per replay with L2 evicted before each (the --cold-l2 counterpart of time_us)."""
+    import torch
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, tk.H, device="cuda", generator=g).to(torch.bfloat16)
+    logits = torch.randn(T, tk.E, device="cuda", generator=g).to(torch.bfloat16)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            tk(x, logits)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        tk(x, logits)
+    scrub = torch.empty(l2_scrub_bytes(), dtype=torch.uint8, device="cuda")
+    evs = []
+    with torch.cuda.stream(stream):
+        for i in range(reps + 3):
+            scrub.fill_(i & 0xff)
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record(stream)
+            graph.replay()
+            e1.record(stream)
+            if i >= 3:
+                evs.append((e0, e1))
+    torch.cuda.synchronize()
+    us = float(np.median([a.elapsed_time(b) for a, b in evs]) * 1e3)
+    del graph, scrub
+    return us
+
+
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False):
     """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
-    {kernel: us} if breakdown). pdl: programmatic dependent launches (None = where available)."""
+    {kernel: us} if breakdown). pdl: programmatic dependent launches (None = where available).
+    cold_l2: L2 evicted before each timed replay."""
     import cupy as cp
     from .moe import MoEGraph, fused_moe
     g = MoEGraph(dw, T, k, config=config, routing=True, pdl=pdl)
@@ -112,7 +158,9 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None):
     g.router_logits[...] = cp.asarray(rng.standard_normal((T, dw.num_experts)).astype(np.float32))
     cp.cuda.get_current_stream().synchronize()
     s = g.stream
-    us = _median_us(lambda: g.graph.launch(s), reps, s)
+    scrub = cp.empty(l2_scrub_bytes(), cp.uint8) if cold_l2 else None
+    us = _median_us(lambda: g.graph.launch(s), reps, s, scrub)
+    del scrub
     touched = int(np.unique(cp.asnumpy(g.workspace.route_ids)).size)
     parts = {}
     if breakdown:
@@ -126,9 +174,11 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None):
     return us, touched, parts
 
 
-def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=False, verbose=True):
+def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=False, verbose=True,
+               cold_l2=False):
     """Rows (dicts) of the layer benchmark: ours vs triton_kernels per (model, tokens). ``peers``: the
-    folder holding bench_triton_kernels.py and tk/ (None: no peer). bw GB/s, rate TFLOP/s (or None)."""
+    folder holding bench_triton_kernels.py and tk/ (None: no peer). bw GB/s, rate TFLOP/s (or None).
+    cold_l2: L2 evicted before every timed replay, ours and the peer's."""
     import cupy as cp
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"]
     dev = dev.decode() if isinstance(dev, bytes) else dev
@@ -146,14 +196,14 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
                 print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}"[:300], flush=True)
         rng = np.random.default_rng(0)
         for T in tokens:
-            us, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown)
+            us, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown, cold_l2=cold_l2)
             if parts and verbose:
                 print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
                       flush=True)
             tk_us = None
             if tk is not None:
                 try:
-                    tk_us = tk.time_us(T)
+                    tk_us = peer_cold_us(tk, T, reps) if cold_l2 else tk.time_us(T)
                 except Exception as exc:          # noqa: BLE001
                     print(f"# triton_kernels failed at T={T}: {exc}"[:300], flush=True)
             nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
@@ -162,7 +212,7 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
             from .moe import _default_config
             row = dict(model=name, tokens=T, config=config or _default_config(T * k, dw), ours_us=us, triton_us=tk_us,
                        touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
-                       gbps=nbytes / us / 1e3, device=dev)
+                       gbps=nbytes / us / 1e3, device=dev, l2="cold" if cold_l2 else "warm")
             rows.append(row)
             if verbose:
                 ratio = f"{tk_us / us:6.2f}x" if tk_us else "   n/a"
@@ -192,6 +242,8 @@ def main(argv=None):
     ap.add_argument("--pdl-ab", action="store_true",
                     help="with --sweep: time each configuration without and with programmatic dependent launch, "
                          "alternating twice (off, on, off, on)")
+    ap.add_argument("--cold-l2", action="store_true",
+                    help="evict L2 (write 4x its size) before every timed replay, ours and the peer's")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import cupy as cp
@@ -199,6 +251,9 @@ def main(argv=None):
     bw, rate = measure_ceilings()
     print(f"# device {dev}; copy {bw:.0f} GB/s (read+write); bf16 matmul "
           f"{rate:.0f} TFLOP/s" if rate else f"# device {dev}; copy {bw:.0f} GB/s", flush=True)
+    if a.cold_l2:
+        print(f"# cold L2: {l2_scrub_bytes() >> 20} MB written before every timed replay (outside the timing)",
+              flush=True)
     tokens = [int(t) for t in a.tokens.split(",")]
     rows = []
     if a.sweep:
@@ -209,7 +264,8 @@ def main(argv=None):
                 res = []
                 for cfg in a.sweep.split(","):
                     for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
-                        us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl)
+                        us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
+                                               cold_l2=a.cold_l2)
                         tag = "" if pdl is None else (" pdl" if pdl else " plain")
                         res.append(f"{cfg}{tag} {us_c:8.1f}")
                         rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, device=dev))
@@ -218,7 +274,7 @@ def main(argv=None):
             cp.get_default_memory_pool().free_all_blocks()
     else:
         rows = layer_rows(a.models.split(","), tokens, reps=a.reps, peers=a.peers or None, bw=bw, rate=rate,
-                          config=a.config, breakdown=a.breakdown)
+                          config=a.config, breakdown=a.breakdown, cold_l2=a.cold_l2)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev, copy_GBps=bw, bf16_TFLOPs=rate, rows=rows), f, indent=1)
