@@ -205,6 +205,17 @@ __device__ __forceinline__ void sort_segment(int lo0, int hi0, int& lo, int& hi)
     hi = min(hi0, lo + seg);
 }
 
+// One round of a pass: l[u] = local id of slot base + 32u + lane, -1 at or past hi (L2 loads: written by
+// this thread in pass 1, or by moe_sort_count).
+__device__ __forceinline__ void sort_load_round(const int* __restrict__ local_ids, int base, int hi, int lane,
+                                                int (&l)[SORT_SU]) {
+#pragma unroll
+    for (int u = 0; u < SORT_SU; ++u) {
+        const int i = base + 32 * u + lane;
+        l[u] = (i < hi) ? __ldcg(local_ids + i) : -1;
+    }
+}
+
 // Pass 1 over the block's slots [lo0, hi0): warp w owns the contiguous segment w (whole rounds of 32);
 // wcnt[w][e] += its slots of local expert e (wcnt zeroed by the caller). FROM_IDS: map ids through
 // expert_map and write local_ids; else read local_ids (written by moe_sort_count).
@@ -218,19 +229,19 @@ __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, con
     const unsigned lt_mask = (1u << lane) - 1u;
     for (int base = lo; base < hi; base += 32 * SORT_SU) {
         int l[SORT_SU];
+        if (FROM_IDS) {
 #pragma unroll
-        for (int u = 0; u < SORT_SU; ++u) {
-            const int i = base + 32 * u + lane;
-            if (FROM_IDS) {
+            for (int u = 0; u < SORT_SU; ++u) {
+                const int i = base + 32 * u + lane;
                 const int g = (i < hi) ? ids[i] : -1;
                 l[u] = (g >= 0 && g < e_global) ? g : -1;
-            } else {
-                l[u] = (i < hi) ? __ldcg(local_ids + i) : -1;
             }
-        }
-        if (FROM_IDS && expert_map) {
+            if (expert_map) {
 #pragma unroll
-            for (int u = 0; u < SORT_SU; ++u) if (l[u] >= 0) l[u] = expert_map[l[u]];
+                for (int u = 0; u < SORT_SU; ++u) if (l[u] >= 0) l[u] = expert_map[l[u]];
+            }
+        } else {
+            sort_load_round(local_ids, base, hi, lane, l);
         }
 #pragma unroll
         for (int u = 0; u < SORT_SU; ++u) {
@@ -280,11 +291,7 @@ __device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_
     const unsigned lt_mask = (1u << lane) - 1u;
     for (int base = lo; base < hi; base += 32 * SORT_SU) {
         int l[SORT_SU];
-#pragma unroll
-        for (int u = 0; u < SORT_SU; ++u) {
-            const int i = base + 32 * u + lane;
-            l[u] = (i < hi) ? __ldcg(local_ids + i) : -1;           // this thread's own pass-1 write, or
-        }                                                           // moe_sort_count's
+        sort_load_round(local_ids, base, hi, lane, l);
 #pragma unroll
         for (int u = 0; u < SORT_SU; ++u) {
             const int i = base + 32 * u + lane;
