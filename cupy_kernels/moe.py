@@ -443,7 +443,8 @@ class Workspace:
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
               apply_router_weight_on_input: bool = False, global_num_experts: int | None = None,
               config: str | None = None, impl: str = "fast", workspace: Workspace | None = None,
-              pdl: bool | None = None, _chained: bool = False, _launches: list | None = None):
+              pdl: bool | None = None, _chained: bool = False, _launches: list | None = None,
+              _route: tuple | None = None):
     """The MoE layer on the GPU: (T, H) bf16 bits (cupy uint16). Spec: mxfp4ref.moe.forward.fused_moe.
 
     x (T, H) bf16 (cupy uint16 bits or numpy bfloat16); weights: DeviceMoEWeights (``to_device``) or an
@@ -455,7 +456,9 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     as programmatic dependent launches (cupy_kernels/_launch.py; True needs sm_90+ and is ignored
     elsewhere); None (default) = on sm_90+ except in the Hopper configurations (measured no faster there,
     BENCHMARKS.md). ``_chained``: the first kernel too (moe_forward: it follows the routing kernel).
-    ``_launches`` (a list) collects the kernel launches instead of running them (for per-kernel timing)."""
+    ``_launches`` (a list) collects the kernel launches instead of running them (for per-kernel timing).
+    ``_route`` (moe_forward, config ``direct`` only): (logits, dtype code, bad): the direct kernels route
+    themselves and GEMM1 writes topk_weights / topk_ids (moe_forward's routing buffers)."""
     _require_cupy()
     dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights, keep_raw=(impl == "naive"))
     if activation not in ACTIVATIONS:
@@ -534,18 +537,25 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
+    if _route is not None and not (direct and not apply_router_weight_on_input and emap is None
+                                   and T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32):
+        raise ValueError("_route: only for the direct configuration (at most one token per GEMM1 row block), "
+                         "without expert_map or weight on input")
     if direct:                               # no sort: GEMM1 maps the ids itself and writes local_ids
         _, _, thr, sm = CONFIGS[cfg]
         rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
         common = (emap if emap is not None else null, tw, ws.local_ids)
-        add(f"moe_gemm1_{cfg}", ((rows13 + 31) // 32, n), (thr,),
+        route = ((_route[0], i32(_route[1]), tw, ids, _route[2]) if _route is not None
+                 else (null, i32(0), null, null, null))
+        r = "r" if _route is not None else ""           # the kernels that route themselves
+        add(f"moe_gemm1_{cfg}{r}", ((rows13 + 31) // 32, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
             (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Hp))
-        add(f"moe_gemm2_{cfg}", ((rows2 + 31) // 32, n), (thr,),
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + route, sm(Hp))
+        add(f"moe_gemm2_{cfg}{r}", ((rows2 + 31) // 32, n), (thr,),
             (dw.w2, dw.s2, dw.b2, ws.inter, ids) + common +
             (ws.y, i32(Ip), i32(H), i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Ip))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + route, sm(Ip))
     elif impl == "naive":
         if dw.raw is None:
             raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")
@@ -595,13 +605,18 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
 
 def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = True, activation: str = "swigluoai",
                 workspace: Workspace | None = None, config: str | None = None, logits_dtype=None,
-                pdl: bool | None = None):
+                pdl: bool | None = None, route_in_gemm: bool | None = None):
     """Routing + fused_moe (the monolithic path), all on the GPU with no host synchronisation.
 
     Routing is cupy_kernels.routing (spec: mxfp4ref.moe.routing.route, scoring="softmax", order="weight",
     bit-exact), launched into workspace buffers; router_logits (T, E) float32 / float16 / bf16 bits
     (uint16 with logits_dtype="bfloat16"). Non-finite logits are not reported (that check would need a
-    device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's."""
+    device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's.
+    ``route_in_gemm``: in the ``direct`` configuration (1-2 tokens) with renormalize, no routing launch:
+    the kernels moe_gemm{1,2}_directr select each slot's expert from the logits themselves, and GEMM1
+    writes the routing (the same bits as the routing kernel). None (default) = at 1 token only (H200, same
+    call: 120b 31.1 -> 30.0 us, 20b unchanged; at 2 tokens it was 0.8 us slower); True = wherever the
+    direct configuration runs; False = always the routing kernel."""
     _require_cupy()
     from . import routing as _routing
     from ._args import float_input
@@ -620,6 +635,13 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_w = cp.empty((T, top_k), cp.float32)
         ws.route_ids = cp.empty((T, top_k), cp.int32)
         ws.route_bad = cp.zeros((1,), cp.int32)
+    fits = cfg in DIRECT_CONFIGS and renormalize and T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32
+    if fits and (route_in_gemm or (route_in_gemm is None and T == 1)):
+        return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
+                         pdl=pdl, _route=(logits, _routing._IN[in_dtype], ws.route_bad))
+    if route_in_gemm:
+        raise ValueError(f"route_in_gemm=True: needs the direct configuration (1-2 tokens; got {cfg!r}), "
+                         f"renormalize=True and at most one token per GEMM1 row block")
     _routing.launch(logits, in_dtype, int(top_k), 0, bool(renormalize), False, ws.route_w, ws.route_ids,
                     ws.route_bad)
     return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,

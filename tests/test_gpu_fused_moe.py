@@ -391,6 +391,70 @@ def test_moe_forward_routes_on_gpu_and_replays_in_a_graph():
     np.testing.assert_array_equal(cp.asnumpy(g.replay()), out)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("E,T,k,dtype", [(32, 1, 4, "float32"), (128, 2, 4, "float32"), (128, 1, 4, "bfloat16"),
+                                         (64, 2, 2, "float16"), (256, 1, 8, "float32"), (8, 3, 2, "float32"),
+                                         (40, 2, 3, "float32")])
+def test_routing_in_the_direct_gemms_gives_the_routing_kernels_bits(E, T, k, dtype):
+    """moe_forward's routing inside the direct kernels (no routing launch) against the routing kernel:
+    the same ids, weights (bit for bit; also the spec's) and output, with ties among the logits (equal
+    values, +0.0 and -0.0), every element of the routing buffers and the output written, in a graph
+    whose logits change before each replay; a non-finite logit is flagged as the routing kernel does."""
+    cp = _cp()
+    H, I = 64, 96
+    w = random_moe_weights(E, H, I, seed=51)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(52 + E + T)
+    x = random_x(rng, T, H)
+    conv = {"float32": (np.float32, None), "float16": (np.float16, None), "bfloat16": (BF16, "bfloat16")}
+    npt, ldt = conv[dtype]
+
+    def logits_for(rep):
+        lg = np.round(rng.standard_normal((T, E)) * 2) / 2                  # many ties
+        lg[:, rng.integers(0, E, 3)] = 0.0
+        lg[0, rng.integers(0, E, 2)] = -0.0
+        if rep % 3 == 2:
+            lg[:, E - 1] = lg.max() + 1                                     # every token on the last expert
+        return to_dev(lg.astype(npt))
+
+    def to_dev(v):
+        return v, (cp.asarray(v.view(np.uint16)) if ldt else cp.asarray(v))
+
+    def run(logits_dev, fused):
+        ws = fm.Workspace(dw, T, k, fm.CONFIGS["direct"][1])
+        ws.route_w, ws.route_ids = cp.full((T, k), np.nan, cp.float32), cp.full((T, k), -7, cp.int32)
+        ws.route_bad = cp.zeros((1,), cp.int32)
+        ws.out.fill(0x7FC1)
+        out = fm.moe_forward(x, logits_dev, dw, k, config="direct", workspace=ws, logits_dtype=ldt,
+                             route_in_gemm=fused)
+        return [cp.asnumpy(a) for a in (out, ws.route_w, ws.route_ids, ws.route_bad)]
+
+    g = fm.MoEGraph(dw, T, k, routing=True, config="direct") if dtype == "float32" else None
+    if g is not None:
+        g.x[...] = cp.asarray(x.view(np.uint16))
+    for rep in range(4):
+        v, dev = logits_for(rep)
+        got, ref = run(dev, True), run(dev, False)
+        for a, b, what in zip(got, ref, ("out", "route_w", "route_ids", "bad")):
+            np.testing.assert_array_equal(a, b, err_msg=f"{what}, replay {rep}")
+        tw, ids = route(v.astype(np.float32), k)                           # the spec's routing
+        np.testing.assert_array_equal(got[1].view(np.uint32), tw.view(np.uint32))
+        np.testing.assert_array_equal(got[2], ids)
+        assert got[3][0] == 0 and np.isfinite(got[0].view(BF16).astype(np.float32)).all()
+        if g is not None:
+            g.router_logits[...] = dev
+            g.out.fill(0x7FC1)
+            np.testing.assert_array_equal(cp.asnumpy(g.replay()), got[0], err_msg=f"graph, replay {rep}")
+    v, _ = logits_for(0)
+    v[T - 1, E // 2] = np.inf
+    _, dev = to_dev(v)
+    got, ref = run(dev, True), run(dev, False)
+    assert got[3][0] == ref[3][0] == 1                                      # flagged, as by the routing kernel
+    np.testing.assert_array_equal(got[2], ref[2])
+    with pytest.raises(ValueError, match="route_in_gemm"):
+        fm.moe_forward(x, dev, dw, k, config="decode", logits_dtype=ldt, route_in_gemm=True)
+
+
 def _pdl():
     from cupy_kernels._launch import pdl_available
     if not pdl_available():
