@@ -850,8 +850,10 @@ struct OneCol {                              // the tile's single column: (slot,
 
 // Block (row block blockIdx.x, slot blockIdx.y). GEMM2 (GATED false) issues its weight copies, then calls
 // wait_input() (all threads) before it reads the intermediate: the grid wait of a PDL launch. ROUTE: the
-// kernels route themselves (moe_forward at 1-2 tokens: no routing launch); separate kernels, because the
-// routing code in the ids kernels made them slower (H200, 120b T=1: +1.4 us, not run).
+// kernels route themselves (moe_forward at 1 token: no routing launch); separate kernels, because the
+// routing code inside the ids kernels made them slower without being run (H200, 120b T=1: +1.4 to +6 us
+// depending on the code's details; shared-memory size and placement alone measured no effect;
+// BENCHMARKS v13).
 template <int KS, int MAXSB, bool GATED, bool ROUTE, class Wait>
 __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const Wait& wait_input) {
     static_assert(MAXSB >= 1 && MAXSB <= 7, "cp_async_wait_n counts up to 7 (MAXSB groups + the row)");
@@ -862,9 +864,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     if (slot >= D.n_slots) return;
     // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1, or from the
     // logits)
-    // the split-K reduction (at the end); its first word carries the routed expert id before that. (A
-    // separate __shared__ int for it made the kernels 6 us slower at 120b T=1 on an H200, and the
-    // reduction in each warp's own weight area 1.7 us slower: measured, not understood; BENCHMARKS v13)
+    // the split-K reduction (at the end); its first word carries the routed expert id before that
     __shared__ float red[KS][32][8];
     const int expert = direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, reinterpret_cast<int*>(&red[0][0][0])));
     if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
