@@ -209,6 +209,15 @@ __device__ __forceinline__ void sort_segment(int lo0, int hi0, int& lo, int& hi)
     hi = min(hi0, lo + seg);
 }
 
+// Calls round(base, hi) for each round of 32 * SORT_SU slots of the warp's segment (sort_segment), in order:
+// both passes visit the same slots in the same order.
+template <class Round>
+__device__ __forceinline__ void sort_rounds(int lo0, int hi0, const Round& round) {
+    int lo, hi;
+    sort_segment(lo0, hi0, lo, hi);
+    for (int base = lo; base < hi; base += 32 * SORT_SU) round(base, hi);
+}
+
 // One round of a pass: l[u] = local id of slot base + 32u + lane, -1 at or past hi (L2 loads: written by
 // this thread in pass 1, or by moe_sort_count).
 __device__ __forceinline__ void sort_load_round(const int* __restrict__ local_ids, int base, int hi, int lane,
@@ -228,10 +237,8 @@ __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, con
                                                 int* __restrict__ local_ids, int lo0, int hi0, int e_global,
                                                 int e_local, int (*wcnt)[SORT_MAX_E]) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int lo, hi;
-    sort_segment(lo0, hi0, lo, hi);
     const unsigned lt_mask = (1u << lane) - 1u;
-    for (int base = lo; base < hi; base += 32 * SORT_SU) {
+    sort_rounds(lo0, hi0, [&](int base, int hi) {
         int l[SORT_SU];
         if (FROM_IDS) {
 #pragma unroll
@@ -258,7 +265,7 @@ __device__ __forceinline__ void sort_count_pass(const int* __restrict__ ids, con
             if (l[u] >= 0 && (same & lt_mask) == 0) wcnt[warp][l[u]] += __popc(same);   // one lane per expert
             __syncwarp();
         }
-    }
+    });
 }
 
 // The block's pass 1 over [lo, hi): wcnt zeroed, then counted (sort_count_pass); all threads call it
@@ -290,10 +297,8 @@ __device__ __forceinline__ void sort_warp_starts(int (*wcnt)[SORT_MAX_E], int e_
 __device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_ids, int lo0, int hi0,
                                                   int (*wcnt)[SORT_MAX_E], int* __restrict__ sorted_slot) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int lo, hi;
-    sort_segment(lo0, hi0, lo, hi);
     const unsigned lt_mask = (1u << lane) - 1u;
-    for (int base = lo; base < hi; base += 32 * SORT_SU) {
+    sort_rounds(lo0, hi0, [&](int base, int hi) {
         int l[SORT_SU];
         sort_load_round(local_ids, base, hi, lane, l);
 #pragma unroll
@@ -309,7 +314,7 @@ __device__ __forceinline__ void sort_scatter_pass(const int* __restrict__ local_
             }
             __syncwarp();
         }
-    }
+    });
 }
 
 // Thread e (< SORT_MAX_E, the first 256 threads) holds expert e's count c: the tile table, and returns
