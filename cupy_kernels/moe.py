@@ -385,6 +385,12 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     return "tiled256"
 
 
+def _routes_in_gemm(dw: "DeviceMoEWeights", T: int) -> bool:
+    """Whether the direct kernels can route T tokens themselves: GEMM1 blocks (t, 0) route token t, so T
+    must not exceed GEMM1's row blocks of 32 (2 * I rounded up to 8 rows)."""
+    return T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32
+
+
 def _default_config(n_slots: int, dw: "DeviceMoEWeights") -> str:
     """choose_config for this device and layer."""
     return choose_config(n_slots, dw.num_experts, hopper_available(), dw.k_padded)
@@ -538,7 +544,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
     if _route is not None and not (direct and not apply_router_weight_on_input and emap is None
-                                   and T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32):
+                                   and _routes_in_gemm(dw, T)):
         raise ValueError("_route: only for the direct configuration (at most one token per GEMM1 row block), "
                          "without expert_map or weight on input")
     if direct:                               # no sort: GEMM1 maps the ids itself and writes local_ids
@@ -635,7 +641,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_w = cp.empty((T, top_k), cp.float32)
         ws.route_ids = cp.empty((T, top_k), cp.int32)
         ws.route_bad = cp.zeros((1,), cp.int32)
-    fits = cfg in DIRECT_CONFIGS and renormalize and T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32
+    fits = cfg in DIRECT_CONFIGS and renormalize and _routes_in_gemm(dw, T)
     if fits and (route_in_gemm or (route_in_gemm is None and T == 1)):
         return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
                          pdl=pdl, _route=(logits, _routing._IN[in_dtype], ws.route_bad))

@@ -60,7 +60,7 @@
 // through shared memory in fixed order; RS warps split rows; CS warps split the tile's tokens).
 
 #include "mx_common.cuh"
-// mx_route.cuh: routing inside the direct kernels (moe_forward at 1-2 tokens)
+// mx_route.cuh: routing inside the direct kernels (moe_gemm{1,2}_directr)
 #include "mx_route.cuh"
 
 typedef unsigned int u32;
@@ -758,7 +758,7 @@ struct DirectArgs {
     const int* expert_map;   // nullable
     int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine
     int n_slots, e_global, e_local;
-    // Routing here (moe_forward at 1-2 tokens: no routing launch), when logits != nullptr:
+    // The kernels that route themselves (directr: moe_forward at 1 token, no routing launch):
     const void* logits;      // [T, e_global] router logits, dtype logits_dtype (0 f32, 1 f16, 2 bf16 bits)
     int logits_dtype;
     float* route_w;          // GEMM1 writes the routing outputs [T, top_k] (route.cu's bits); GEMM2 reads
@@ -867,10 +867,10 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     const int g = lane >> 2, t = lane & 3;
     const int rowblk = blockIdx.x, slot = blockIdx.y;
     if (slot >= D.n_slots) return;
-    // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1, or from the
-    // logits)
     // the split-K reduction (at the end); its first word carries the routed expert id before that
     __shared__ float red[KS][32][8];
+    // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1, or from the
+    // logits)
     const int expert = direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, reinterpret_cast<int*>(&red[0][0][0])));
     if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
     // routing here: GEMM1 blocks (x < T, y = 0) also route token x for everyone (warp 1)

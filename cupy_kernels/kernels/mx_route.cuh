@@ -1,5 +1,5 @@
 // mx_route.cuh -- device helpers of the MoE routing (route.cu), shared with the fused forward's
-// routing-in-GEMM path at 1-2 tokens (moe_fused.cu, direct kernels): order-preserving float keys, the
+// kernels that route themselves (moe_fused.cu, moe_gemm{1,2}_directr): order-preserving float keys, the
 // warp arg-max round, the float64 sum in ascending expert-id order and the float64 -> float32 rounding.
 // The rules they implement are in route.cu's header (spec/11-routing.md).
 #pragma once
