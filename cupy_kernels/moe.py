@@ -444,6 +444,7 @@ class Workspace:
         self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
         self.xp = None                      # Hopper configs: x with k permuted per 32-block, (T, Hp)
         self.route_w = self.route_ids = self.route_bad = None      # moe_forward's routing outputs
+        self.sel_ready = None               # routed direct kernels: GEMM1 -> GEMM2 expert hand-off flags
 
 
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
@@ -551,8 +552,10 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         _, _, thr, sm = CONFIGS[cfg]
         rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
         common = (emap if emap is not None else null, tw, ws.local_ids)
-        route = ((_route[0], i32(_route[1]), tw, ids, _route[2]) if _route is not None
-                 else (null, i32(0), null, null, null))
+        if _route is not None and ws.sel_ready is None:
+            ws.sel_ready = cp.zeros(n, cp.int32)        # zero between forwards (moe_combine clears it)
+        route = ((_route[0], i32(_route[1]), tw, ids, _route[2], ws.sel_ready) if _route is not None
+                 else (null, i32(0), null, null, null, null))
         r = "r" if _route is not None else ""           # the kernels that route themselves
         add(f"moe_gemm1_{cfg}{r}", ((rows13 + 31) // 32, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
@@ -600,7 +603,8 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
                  i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
-    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
+    sel = ws.sel_ready if _route is not None else null
+    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out, sel))
     if _launches is not None:
         _launches.extend(launches)
         return ws.out

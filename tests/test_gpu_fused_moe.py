@@ -399,7 +399,8 @@ def test_routing_in_the_direct_gemms_gives_the_routing_kernels_bits(E, T, k, dty
     """moe_forward's routing inside the direct kernels (no routing launch) against the routing kernel:
     the same ids, weights (bit for bit; also the spec's) and output, with ties among the logits (equal
     values, +0.0 and -0.0), every element of the routing buffers and the output written, in a graph
-    whose logits change before each replay; a non-finite logit is flagged as the routing kernel does."""
+    whose logits change before each replay; a non-finite logit is flagged as the routing kernel does. The
+    flags through which GEMM1 hands each slot's expert to GEMM2 are zero again after every forward."""
     cp = _cp()
     H, I = 64, 96
     w = random_moe_weights(E, H, I, seed=51)
@@ -427,6 +428,8 @@ def test_routing_in_the_direct_gemms_gives_the_routing_kernels_bits(E, T, k, dty
         ws.out.fill(0x7FC1)
         out = fm.moe_forward(x, logits_dev, dw, k, config="direct", workspace=ws, logits_dtype=ldt,
                              route_in_gemm=fused)
+        if fused:       # GEMM1 -> GEMM2 expert hand-off flags: set by this forward, cleared by moe_combine
+            assert ws.sel_ready is not None and not cp.asnumpy(ws.sel_ready).any()
         return [cp.asnumpy(a) for a in (out, ws.route_w, ws.route_ids, ws.route_bad)]
 
     g = fm.MoEGraph(dw, T, k, routing=True, config="direct") if dtype == "float32" else None

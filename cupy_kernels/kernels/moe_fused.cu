@@ -26,9 +26,11 @@
 //   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
 //                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine); GEMM2 issues its
 //                     weight copies before its grid wait. moe_gemm{1,2}_directr (moe_forward at 1 token):
-//                     the same, but each block selects its slot's expert from the router logits (route.cu's
-//                     warp arg-max, mx_route.cuh) and GEMM1 writes the routing: no routing launch.
-//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
+//                     the same, but each GEMM1 block selects its slot's expert from the router logits
+//                     (route.cu's warp arg-max, mx_route.cuh), GEMM1 writes the routing and publishes each
+//                     slot's expert to GEMM2 through a flag (sel_ready): no routing launch.
+//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
+//                     clears sel_ready after a routed direct forward.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
 //                     the second reference (slow, simple) that the tests compare the fast path against.
 //   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
@@ -756,7 +758,7 @@ struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
     const int* ids;          // [n_slots] global expert ids (unused when routing here)
     const int* expert_map;   // nullable
-    int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine
+    int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine (and the routed GEMM2)
     int n_slots, e_global, e_local;
     // The kernels that route themselves (directr: moe_forward at 1 token, no routing launch):
     const void* logits;      // [T, e_global] router logits, dtype logits_dtype (0 f32, 1 f16, 2 bf16 bits)
@@ -764,6 +766,8 @@ struct DirectArgs {
     float* route_w;          // GEMM1 writes the routing outputs [T, top_k] (route.cu's bits); GEMM2 reads
     int* route_ids;          // route_w as its topk_w after its grid wait
     int* route_bad;          // bit 0: a non-finite logit (as route.cu)
+    int* sel_ready;          // [n_slots] GEMM1 block (0, slot) sets it to 1 once local_ids[slot] is written;
+                             // GEMM2 waits for it instead of selecting again; moe_combine clears it
 };
 
 // The local expert of a global id (-1: dropped), as moe_sort maps it.
@@ -787,12 +791,29 @@ __device__ __forceinline__ void direct_route_keys(const void* logits, int dtype,
     }
 }
 
-// The global expert id of a slot: from ids, or (ROUTE: routing here) the (slot % k)-th selection of its
-// token (slot % k + 1 rounds of route.cu's warp arg-max: the id mx_route writes), by warp 0, shared
+// The routed GEMM2's expert: GEMM1 block (0, slot) publishes local_ids[slot] (release: fence, then the
+// flag), this waits for the flag (acquire) and reads it. Deadlock-free: GEMM2 launches only once every
+// GEMM1 block has started (PDL) or finished, and block (0, slot) sets the flag before any wait of its own.
+// The flag is cleared by moe_combine (after GEMM2 completed), before the next forward's GEMM1 runs.
+__device__ __forceinline__ int direct_published_expert(const DirectArgs& D, int slot, int warp, int lane,
+                                                       int* e_sh) {
+    if (warp == 0 && lane == 0) {
+        volatile int* f = D.sel_ready + slot;
+        while (*f == 0) __nanosleep(64);
+        __threadfence();
+        *e_sh = __ldcg(D.local_ids + slot);
+    }
+    __syncthreads();
+    return *e_sh;
+}
+
+// The global expert id of a slot: from ids, or (ROUTE: GEMM1 routing itself) the (slot % k)-th selection
+// of its token (slot % k + 1 rounds of route.cu's warp arg-max: the id mx_route writes), by warp 0, shared
 // through *gid_sh (all threads must call this, and may write *gid_sh again only after a later barrier).
-// The logits are the forward's input, written before GEMM1 started, so GEMM2 may read them before its
-// wait. L2 loads of ids: in a GEMM2 launched early (PDL) nothing may come from an L1 line cached before
-// routing wrote them.
+// L2 loads of ids: in a GEMM2 launched early (PDL) nothing may come from an L1 line cached before routing
+// wrote them. (The routed GEMM2 does not select again: direct_published_expert. Selecting in each of its
+// blocks cost 0.8-1.2 us at T=1 on an H200: the blocks start while GEMM1's second wave keeps the SMs busy,
+// so the selection's serial chain delayed their weight copies; BENCHMARKS v14.)
 template <bool ROUTE>
 __device__ __forceinline__ int direct_slot_gid(const DirectArgs& D, int slot, int warp, int lane, int* gid_sh) {
     if (!ROUTE) return __ldcg(D.ids + slot);
@@ -871,8 +892,16 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     __shared__ float red[KS][32][8];
     // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1, or from the
     // logits)
-    const int expert = direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, reinterpret_cast<int*>(&red[0][0][0])));
-    if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
+    int* id_sh = reinterpret_cast<int*>(&red[0][0][0]);
+    const int expert = (ROUTE && !GATED) ? direct_published_expert(D, slot, warp, lane, id_sh)
+                                         : direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, id_sh));
+    if (GATED && rowblk == 0 && tid == 0) {
+        D.local_ids[slot] = expert;
+        if (ROUTE) {                                                // publish it to GEMM2 (release)
+            __threadfence();
+            atomicExch(D.sel_ready + slot, 1);
+        }
+    }
     // routing here: GEMM1 blocks (x < T, y = 0) also route token x for everyone (warp 1)
     const bool route_job = ROUTE && GATED && slot == 0 && rowblk < D.n_slots / D.A.top_k;
     if (expert < 0) {
@@ -1017,12 +1046,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         const float* topk_w, int* local_ids, u16* out, int ldx, int ldo, int rows_p, int rows_real,        \
         int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input, int n_slots,           \
         int e_global, int e_local, const void* logits, int logits_dtype, float* route_w, int* route_ids,   \
-        int* route_bad
+        int* route_bad, int* sel_ready
 #define DIRECT_ARGS_INIT                                                                                \
     DirectArgs D{{W, S, bias, X, nullptr, nullptr, nullptr, topk_w, out, ldx, ldo, rows_p, rows_real,     \
                   out_rows, kp, kblocks, top_k, act, weight_on_input},                                   \
                  ids, expert_map, local_ids, n_slots, e_global, e_local, logits, logits_dtype, route_w,  \
-                 route_ids, route_bad};
+                 route_ids, route_bad, sel_ready};
 // name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB, ROUTE
 #define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB, ROUTE)                                                \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
@@ -1756,11 +1785,14 @@ __device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
 }
 
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
+// sel_ready (nullable): the routed direct kernels' flags, cleared here for the next forward.
 extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
-                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
+                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out,
+                                       int* sel_ready) {
     MOE_GRID_ENTER
     const int h8 = hidden >> 3;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (sel_ready && i < (long)n_tokens * top_k) sel_ready[i] = 0;
     if (i >= (long)n_tokens * h8) return;
     const int tkn = (int)(i / h8), c = (int)(i % h8);
     float s[8];
