@@ -624,9 +624,10 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's.
     ``route_in_gemm``: in the ``direct`` configuration (1-2 tokens) with renormalize, no routing launch:
     the kernels moe_gemm{1,2}_directr select each slot's expert from the logits themselves, and GEMM1
-    writes the routing (the same bits as the routing kernel). None (default) = at 1 token only (H200, same
-    call: 120b 31.1 -> 30.0 us, 20b unchanged; at 2 tokens it was 0.8 us slower); True = wherever the
-    direct configuration runs; False = always the routing kernel."""
+    writes the routing (the same bits as the routing kernel). None (default) = False, the routing kernel:
+    since the direct kernels lost their per-step row-group test (BENCHMARKS v14) the routing kernel path
+    is the faster one at 1 token too (H200, same call: 120b 30.0-30.2 vs 30.3-30.5 us, 20b 28.7-29.0 vs
+    30.3-30.6; at 2 tokens 49.6-49.9 vs 52.4-52.8); True = wherever the direct configuration runs."""
     _require_cupy()
     from . import routing as _routing
     from ._args import float_input
@@ -646,7 +647,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_ids = cp.empty((T, top_k), cp.int32)
         ws.route_bad = cp.zeros((1,), cp.int32)
     fits = cfg in DIRECT_CONFIGS and renormalize and _routes_in_gemm(dw, T)
-    if fits and (route_in_gemm or (route_in_gemm is None and T == 1)):
+    if fits and route_in_gemm:
         return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
                          pdl=pdl, _route=(logits, _routing._IN[in_dtype], ws.route_bad))
     if route_in_gemm:
