@@ -623,8 +623,8 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
     (uint16 with logits_dtype="bfloat16"). Non-finite logits are not reported (that check would need a
     device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's.
     ``route_in_gemm``: in the ``direct`` configuration (1-2 tokens) with renormalize, no routing launch:
-    the kernels moe_gemm{1,2}_directr select each slot's expert from the logits themselves, and GEMM1
-    writes the routing (the same bits as the routing kernel). None (default) = False, the routing kernel:
+    moe_gemm1_directr selects each slot's expert from the logits itself, writes the routing (the same bits
+    as the routing kernel) and hands each slot's expert to moe_gemm2_directr through a flag. None (default) = False, the routing kernel:
     since the direct kernels lost their per-step row-group test (BENCHMARKS v14) the routing kernel path
     is the faster one at 1 token too (H200, same call: 120b 30.0-30.2 vs 30.3-30.5 us, 20b 28.7-29.0 vs
     30.3-30.6; at 2 tokens 49.6-49.9 vs 52.4-52.8); True = wherever the direct configuration runs."""

@@ -890,8 +890,8 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     if (slot >= D.n_slots) return;
     // the split-K reduction (at the end); its first word carries the routed expert id before that
     __shared__ float red[KS][32][8];
-    // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1, or from the
-    // logits)
+    // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1; the routed
+    // GEMM2 takes GEMM1's published expert)
     int* id_sh = reinterpret_cast<int*>(&red[0][0][0]);
     const int expert = (ROUTE && !GATED) ? direct_published_expert(D, slot, warp, lane, id_sh)
                                          : direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, id_sh));
