@@ -385,12 +385,6 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     return "tiled256"
 
 
-def _routes_in_gemm(dw: "DeviceMoEWeights", T: int) -> bool:
-    """Whether the direct kernels can route T tokens themselves: GEMM1 blocks (t, 0) route token t, so T
-    must not exceed GEMM1's row blocks of 32 (2 * I rounded up to 8 rows)."""
-    return T <= (2 * _round_up(dw.intermediate_size, 8) + 31) // 32
-
-
 def _default_config(n_slots: int, dw: "DeviceMoEWeights") -> str:
     """choose_config for this device and layer."""
     return choose_config(n_slots, dw.num_experts, hopper_available(), dw.k_padded)
@@ -444,14 +438,12 @@ class Workspace:
         self.out = cp.empty((n_tokens, dw.hidden_size), cp.uint16)
         self.xp = None                      # Hopper configs: x with k permuted per 32-block, (T, Hp)
         self.route_w = self.route_ids = self.route_bad = None      # moe_forward's routing outputs
-        self.sel_ready = None               # routed direct kernels: GEMM1 -> GEMM2 expert hand-off flags
 
 
 def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoai", expert_map=None,
               apply_router_weight_on_input: bool = False, global_num_experts: int | None = None,
               config: str | None = None, impl: str = "fast", workspace: Workspace | None = None,
-              pdl: bool | None = None, _chained: bool = False, _launches: list | None = None,
-              _route: tuple | None = None):
+              pdl: bool | None = None, _chained: bool = False, _launches: list | None = None):
     """The MoE layer on the GPU: (T, H) bf16 bits (cupy uint16). Spec: mxfp4ref.moe.forward.fused_moe.
 
     x (T, H) bf16 (cupy uint16 bits or numpy bfloat16); weights: DeviceMoEWeights (``to_device``) or an
@@ -463,9 +455,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     as programmatic dependent launches (cupy_kernels/_launch.py; True needs sm_90+ and is ignored
     elsewhere); None (default) = on sm_90+ except in the Hopper configurations (measured no faster there,
     BENCHMARKS.md). ``_chained``: the first kernel too (moe_forward: it follows the routing kernel).
-    ``_launches`` (a list) collects the kernel launches instead of running them (for per-kernel timing).
-    ``_route`` (moe_forward, config ``direct`` only): (logits, dtype code, bad): the direct kernels route
-    themselves and GEMM1 writes topk_weights / topk_ids (moe_forward's routing buffers)."""
+    ``_launches`` (a list) collects the kernel launches instead of running them (for per-kernel timing)."""
     _require_cupy()
     dw = weights if isinstance(weights, DeviceMoEWeights) else to_device(weights, keep_raw=(impl == "naive"))
     if activation not in ACTIVATIONS:
@@ -544,27 +534,18 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
-    if _route is not None and not (direct and not apply_router_weight_on_input and emap is None
-                                   and _routes_in_gemm(dw, T)):
-        raise ValueError("_route: only for the direct configuration (at most one token per GEMM1 row block), "
-                         "without expert_map or weight on input")
     if direct:                               # no sort: GEMM1 maps the ids itself and writes local_ids
         _, _, thr, sm = CONFIGS[cfg]
         rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
         common = (emap if emap is not None else null, tw, ws.local_ids)
-        if _route is not None and ws.sel_ready is None:
-            ws.sel_ready = cp.zeros(n, cp.int32)        # zero between forwards (moe_combine clears it)
-        route = ((_route[0], i32(_route[1]), tw, ids, _route[2], ws.sel_ready) if _route is not None
-                 else (null, i32(0), null, null, null, null))
-        r = "r" if _route is not None else ""           # the kernels that route themselves
-        add(f"moe_gemm1_{cfg}{r}", ((rows13 + 31) // 32, n), (thr,),
+        add(f"moe_gemm1_{cfg}", ((rows13 + 31) // 32, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
             (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + route, sm(Hp))
-        add(f"moe_gemm2_{cfg}{r}", ((rows2 + 31) // 32, n), (thr,),
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Hp))
+        add(f"moe_gemm2_{cfg}", ((rows2 + 31) // 32, n), (thr,),
             (dw.w2, dw.s2, dw.b2, ws.inter, ids) + common +
             (ws.y, i32(Ip), i32(H), i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + route, sm(Ip))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Ip))
     elif impl == "naive":
         if dw.raw is None:
             raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")
@@ -603,8 +584,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
                  i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
-    sel = ws.sel_ready if _route is not None else null
-    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out, sel))
+    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
     if _launches is not None:
         _launches.extend(launches)
         return ws.out
@@ -615,19 +595,13 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
 
 def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = True, activation: str = "swigluoai",
                 workspace: Workspace | None = None, config: str | None = None, logits_dtype=None,
-                pdl: bool | None = None, route_in_gemm: bool | None = None):
+                pdl: bool | None = None):
     """Routing + fused_moe (the monolithic path), all on the GPU with no host synchronisation.
 
     Routing is cupy_kernels.routing (spec: mxfp4ref.moe.routing.route, scoring="softmax", order="weight",
     bit-exact), launched into workspace buffers; router_logits (T, E) float32 / float16 / bf16 bits
     (uint16 with logits_dtype="bfloat16"). Non-finite logits are not reported (that check would need a
-    device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's.
-    ``route_in_gemm``: in the ``direct`` configuration (1-2 tokens) with renormalize, no routing launch:
-    moe_gemm1_directr selects each slot's expert from the logits itself, writes the routing (the same bits
-    as the routing kernel) and hands each slot's expert to moe_gemm2_directr through a flag. None (default) = False, the routing kernel:
-    since the direct kernels lost their per-step row-group test (BENCHMARKS v14) the routing kernel path
-    is the faster one at 1 token too (H200, same call: 120b 30.0-30.2 vs 30.3-30.5 us, 20b 28.7-29.0 vs
-    30.3-30.6; at 2 tokens 49.6-49.9 vs 52.4-52.8); True = wherever the direct configuration runs."""
+    device-to-host read); use cupy_kernels.route for checked routing. ``pdl``: as fused_moe's."""
     _require_cupy()
     from . import routing as _routing
     from ._args import float_input
@@ -646,13 +620,6 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_w = cp.empty((T, top_k), cp.float32)
         ws.route_ids = cp.empty((T, top_k), cp.int32)
         ws.route_bad = cp.zeros((1,), cp.int32)
-    fits = cfg in DIRECT_CONFIGS and renormalize and _routes_in_gemm(dw, T)
-    if fits and route_in_gemm:
-        return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
-                         pdl=pdl, _route=(logits, _routing._IN[in_dtype], ws.route_bad))
-    if route_in_gemm:
-        raise ValueError(f"route_in_gemm=True: needs the direct configuration (1-2 tokens; got {cfg!r}), "
-                         f"renormalize=True and at most one token per GEMM1 row block")
     _routing.launch(logits, in_dtype, int(top_k), 0, bool(renormalize), False, ws.route_w, ws.route_ids,
                     ws.route_bad)
     return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,

@@ -25,12 +25,8 @@
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
 //                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine); GEMM2 issues its
-//                     weight copies before its grid wait. moe_gemm{1,2}_directr (moe_forward at 1 token):
-//                     the same, but each GEMM1 block selects its slot's expert from the router logits
-//                     (route.cu's warp arg-max, mx_route.cuh), GEMM1 writes the routing and publishes each
-//                     slot's expert to GEMM2 through a flag (sel_ready): no routing launch.
-//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
-//                     clears sel_ready after a routed direct forward.
+//                     weight copies before its grid wait.
+//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
 //                     the second reference (slow, simple) that the tests compare the fast path against.
 //   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
@@ -62,8 +58,6 @@
 // through shared memory in fixed order; RS warps split rows; CS warps split the tile's tokens).
 
 #include "mx_common.cuh"
-// mx_route.cuh: routing inside the direct kernels (moe_gemm{1,2}_directr)
-#include "mx_route.cuh"
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -756,103 +750,20 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // Dynamic smem: Kp * 2 (the row) + KS * MAXSB * 2176 bytes.
 struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
-    const int* ids;          // [n_slots] global expert ids (unused when routing here)
+    const int* ids;          // [n_slots] global expert ids
     const int* expert_map;   // nullable
-    int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine (and the routed GEMM2)
+    int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine
     int n_slots, e_global, e_local;
-    // The kernels that route themselves (directr: moe_forward at 1 token, no routing launch):
-    const void* logits;      // [T, e_global] router logits, dtype logits_dtype (0 f32, 1 f16, 2 bf16 bits)
-    int logits_dtype;
-    float* route_w;          // GEMM1 writes the routing outputs [T, top_k] (route.cu's bits); GEMM2 reads
-    int* route_ids;          // route_w as its topk_w after its grid wait
-    int* route_bad;          // bit 0: a non-finite logit (as route.cu)
-    int* sel_ready;          // [n_slots] GEMM1 block (0, slot) sets it to 1 once local_ids[slot] is written;
-                             // GEMM2 waits for it instead of selecting again; moe_combine clears it
 };
 
-// The local expert of a global id (-1: dropped), as moe_sort maps it.
-__device__ __forceinline__ int direct_map(const DirectArgs& D, int gid) {
+// The local expert of a slot (-1: dropped), as moe_sort maps it. L2 loads: in a GEMM2 launched early
+// (PDL) nothing may come from an L1 line cached before routing wrote the ids.
+__device__ __forceinline__ int direct_local_expert(const DirectArgs& D, int slot) {
+    const int gid = __ldcg(D.ids + slot);
     int expert = (gid >= 0 && gid < D.e_global) ? gid : -1;
     if (expert >= 0 && D.expert_map) expert = __ldcg(D.expert_map + expert);
     return expert < D.e_local ? expert : -1;
 }
-
-// Routing in the direct kernels: token t's key of each logit, lane l holding experts l, l + 32, ...
-// (route.cu's order-preserving keys; E <= 256). Sets nonfinite if one of the lane's logits is Inf / NaN.
-__device__ __forceinline__ void direct_route_keys(const void* logits, int dtype, int E, int t, int lane,
-                                                  unsigned int (&key)[8], bool& nonfinite) {
-    nonfinite = false;
-#pragma unroll
-    for (int p = 0; p < 8; ++p) {
-        const int e = 32 * p + lane;
-        const float v = e < E ? mxk_logit_rt(logits, (long long)t * E + e, dtype) : 0.0f;
-        key[p] = e < E ? mxk_order_key(v) : 0u;
-        nonfinite |= e < E && (__float_as_uint(v) & 0x7F800000u) == 0x7F800000u;
-    }
-}
-
-// The routed GEMM2's expert: GEMM1 block (0, slot) publishes local_ids[slot] (release: fence, then the
-// flag), this waits for the flag (acquire) and reads it. Deadlock-free: GEMM2 launches only once every
-// GEMM1 block has started (PDL) or finished, and block (0, slot) sets the flag before any wait of its own.
-// The flag is cleared by moe_combine (after GEMM2 completed), before the next forward's GEMM1 runs.
-__device__ __forceinline__ int direct_published_expert(const DirectArgs& D, int slot, int warp, int lane,
-                                                       int* e_sh) {
-    if (warp == 0 && lane == 0) {
-        volatile int* f = D.sel_ready + slot;
-        while (*f == 0) __nanosleep(64);
-        __threadfence();
-        *e_sh = __ldcg(D.local_ids + slot);
-    }
-    __syncthreads();
-    return *e_sh;
-}
-
-// The global expert id of a slot: from ids, or (ROUTE: GEMM1 routing itself) the (slot % k)-th selection
-// of its token (slot % k + 1 rounds of route.cu's warp arg-max: the id mx_route writes), by warp 0, shared
-// through *gid_sh (all threads must call this, and may write *gid_sh again only after a later barrier).
-// L2 loads of ids: in a GEMM2 launched early (PDL) nothing may come from an L1 line cached before routing
-// wrote them. (The routed GEMM2 does not select again: direct_published_expert. Selecting in each of its
-// blocks cost 0.8-1.2 us at T=1 on an H200: the blocks start while GEMM1's second wave keeps the SMs busy,
-// so the selection's serial chain delayed their weight copies; BENCHMARKS v14.)
-template <bool ROUTE>
-__device__ __forceinline__ int direct_slot_gid(const DirectArgs& D, int slot, int warp, int lane, int* gid_sh) {
-    if (!ROUTE) return __ldcg(D.ids + slot);
-    if (warp == 0) {
-        unsigned int key[8];
-        bool nonfinite;
-        direct_route_keys(D.logits, D.logits_dtype, D.e_global, slot / D.A.top_k, lane, key, nonfinite);
-        int gid = -1;
-        for (int r = 0; r <= slot % D.A.top_k; ++r) mxk_select_round<8>(key, lane, gid);
-        if (lane == 0) *gid_sh = gid;
-    }
-    __syncthreads();
-    return *gid_sh;
-}
-
-// The whole routing of token t by one warp (route.cu's mx_route: softmax over the k selected, float64,
-// summed in ascending id order, renormalized, rounded once), written to route_w / route_ids in
-// selection order. Run by warp 1 of GEMM1 blocks (x < T, y = 0) once its copies are issued; not
-// inlined (and given scalars, not the kernel's argument struct, which would then live in local memory),
-// so that its float64 code does not weigh on the GEMM body's registers.
-__device__ __noinline__ void direct_route_token(const void* logits, int dtype, int E, int k, int t, int lane,
-                                                float* route_w, int* route_ids, int* bad) {
-    unsigned int key[8];
-    bool nonfinite;
-    direct_route_keys(logits, dtype, E, t, lane, key, nonfinite);
-    if (__any_sync(0xFFFFFFFFu, nonfinite) && lane == 0) atomicOr(bad, 1);
-    float my_v;
-    int my_id;
-    mxk_select_topk<8>(key, k, lane, my_v, my_id);
-    const double m = (double)__shfl_sync(0xFFFFFFFFu, my_v, 0);       // the first selection: the max
-    const double e = exp((double)my_v - m);
-    const double w = e / mxk_sum_by_id(e, my_id, k, lane);
-    if (lane < k) {
-        route_w[t * k + lane] = mxk_to_f32(w);
-        route_ids[t * k + lane] = my_id;
-    }
-}
-#define DIRECT_ROUTE_TOKEN(D, t, lane) \
-    direct_route_token(D.logits, D.logits_dtype, D.e_global, D.A.top_k, t, lane, D.route_w, D.route_ids, D.route_bad)
 
 // cp.async.wait_group with a run-time count 0..7 (folds to one instruction when n is a constant).
 __device__ __forceinline__ void cp_async_wait_n(int n) {
@@ -875,12 +786,8 @@ struct OneCol {                              // the tile's single column: (slot,
 };
 
 // Block (row block blockIdx.x, slot blockIdx.y). GEMM2 (GATED false) issues its weight copies, then calls
-// wait_input() (all threads) before it reads the intermediate: the grid wait of a PDL launch. ROUTE: the
-// kernels route themselves (moe_forward at 1 token: no routing launch); separate kernels, because the
-// routing code inside the ids kernels made them slower without being run (H200, 120b T=1: +1.4 to +6 us
-// depending on the code's details; shared-memory size and placement alone measured no effect;
-// BENCHMARKS v13).
-template <int KS, int MAXSB, bool GATED, bool ROUTE, class Wait>
+// wait_input() (all threads) before it reads the intermediate: the grid wait of a PDL launch.
+template <int KS, int MAXSB, bool GATED, class Wait>
 __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const Wait& wait_input) {
     static_assert(MAXSB >= 1 && MAXSB <= 7, "cp_async_wait_n counts up to 7 (MAXSB groups + the row)");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -888,26 +795,9 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     const int g = lane >> 2, t = lane & 3;
     const int rowblk = blockIdx.x, slot = blockIdx.y;
     if (slot >= D.n_slots) return;
-    // the split-K reduction (at the end); its first word carries the routed expert id before that
-    __shared__ float red[KS][32][8];
-    // GEMM2: before its wait (ids are final by then: they come from the kernel before GEMM1; the routed
-    // GEMM2 takes GEMM1's published expert)
-    int* id_sh = reinterpret_cast<int*>(&red[0][0][0]);
-    const int expert = (ROUTE && !GATED) ? direct_published_expert(D, slot, warp, lane, id_sh)
-                                         : direct_map(D, direct_slot_gid<ROUTE>(D, slot, warp, lane, id_sh));
-    if (GATED && rowblk == 0 && tid == 0) {
-        D.local_ids[slot] = expert;
-        if (ROUTE) {                                                // publish it to GEMM2 (release)
-            __threadfence();
-            atomicExch(D.sel_ready + slot, 1);
-        }
-    }
-    // routing here: GEMM1 blocks (x < T, y = 0) also route token x for everyone (warp 1)
-    const bool route_job = ROUTE && GATED && slot == 0 && rowblk < D.n_slots / D.A.top_k;
-    if (expert < 0) {
-        if (route_job && warp == 1) DIRECT_ROUTE_TOKEN(D, rowblk, lane);
-        return;
-    }
+    const int expert = direct_local_expert(D, slot);      // GEMM2: before its wait (ids are final by then)
+    if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
+    if (expert < 0) return;
     const int row0 = rowblk * 32;
     const int kw = D.A.kp >> 5, nsb_all = D.A.kp >> 7;
     const int nsb = (D.A.kblocks + 3) >> 2;
@@ -955,7 +845,6 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     if (GATED) {                                                    // row (group 0), then the weights
         stage_row();
         issue();
-        if (route_job && warp == 1) DIRECT_ROUTE_TOKEN(D, rowblk, lane);   // while the copies fly
         cp_async_wait<MAXSB>();                                     // this thread's part of the row landed
     } else {                                                        // weights first: GEMM1 may still run
         issue();
@@ -1023,6 +912,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         }
     }
     cp_async_wait<0>();
+    __shared__ float red[KS][32][8];
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -1045,25 +935,22 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     const uint4* W, const u32* S, const float* bias, const u16* X, const int* ids, const int* expert_map, \
         const float* topk_w, int* local_ids, u16* out, int ldx, int ldo, int rows_p, int rows_real,        \
         int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input, int n_slots,           \
-        int e_global, int e_local, const void* logits, int logits_dtype, float* route_w, int* route_ids,   \
-        int* route_bad, int* sel_ready
+        int e_global, int e_local
 #define DIRECT_ARGS_INIT                                                                                \
     DirectArgs D{{W, S, bias, X, nullptr, nullptr, nullptr, topk_w, out, ldx, ldo, rows_p, rows_real,     \
                   out_rows, kp, kblocks, top_k, act, weight_on_input},                                   \
-                 ids, expert_map, local_ids, n_slots, e_global, e_local, logits, logits_dtype, route_w,  \
-                 route_ids, route_bad, sel_ready};
-// name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB, ROUTE
-#define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB, ROUTE)                                                \
+                 ids, expert_map, local_ids, n_slots, e_global, e_local};
+// name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB
+#define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
         MOE_GRID_ENTER DIRECT_ARGS_INIT                                                                 \
-        moe_gemm_direct_body<KS, MAXSB, true, ROUTE>(D, [] {});                                         \
+        moe_gemm_direct_body<KS, MAXSB, true>(D, [] {});                                                \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm2_##name(DIRECT_PARAMS) {       \
         DIRECT_ARGS_INIT                                                                                \
-        moe_gemm_direct_body<KS, MAXSB, false, ROUTE>(D, [] { MOE_GRID_ENTER });                        \
+        moe_gemm_direct_body<KS, MAXSB, false>(D, [] { MOE_GRID_ENTER });                               \
     }
-DEFINE_GEMM_DIRECT(direct, 8, 3, 3, false)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
-DEFINE_GEMM_DIRECT(directr, 8, 3, 3, true)    // the same, routing itself (logits, no ids)
+DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
 
 // ------------------------------------------------------------------------------------------------
 // Shared by the streaming kernels (stream*, stream16): a warp's 16 weight rows over the whole K, row0 + g
@@ -1785,14 +1672,11 @@ __device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
 }
 
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
-// sel_ready (nullable): the routed direct kernels' flags, cleared here for the next forward.
 extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
-                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out,
-                                       int* sel_ready) {
+                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
     MOE_GRID_ENTER
     const int h8 = hidden >> 3;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (sel_ready && i < (long)n_tokens * top_k) sel_ready[i] = 0;
     if (i >= (long)n_tokens * h8) return;
     const int tkn = (int)(i / h8), c = (int)(i % h8);
     float s[8];

@@ -1,6 +1,5 @@
-// mx_route.cuh -- device helpers of the MoE routing (route.cu), shared with the fused forward's
-// kernels that route themselves (moe_fused.cu, moe_gemm{1,2}_directr): order-preserving float keys, the
-// warp arg-max round, the float64 sum in ascending expert-id order and the float64 -> float32 rounding.
+// mx_route.cuh -- device helpers of the MoE routing (route.cu): order-preserving float keys, the warp
+// arg-max round, the float64 sum in ascending expert-id order and the float64 -> float32 rounding.
 // The rules they implement are in route.cu's header (spec/11-routing.md).
 #pragma once
 #include "mx_common.cuh"
@@ -67,11 +66,6 @@ __device__ __forceinline__ double mxk_sum_by_id(double v, int id, int k, int lan
 __device__ __forceinline__ float mxk_to_f32(double w) {
     if (fabs(w) < 1.1754943508222875e-38) return __uint_as_float(mxk_f64_to_f32bits_rne(w));
     return __double2float_rn(w);
-}
-
-// mxk_logit with the input type known only at run time (0 float32, 1 float16, 2 bfloat16 bits).
-__device__ __forceinline__ float mxk_logit_rt(const void* p, long long i, int in_dtype) {
-    return in_dtype == 0 ? mxk_logit<0>(p, i) : in_dtype == 1 ? mxk_logit<1>(p, i) : mxk_logit<2>(p, i);
 }
 
 // One round of the warp arg-max over keys key[p] of elements p * 32 + lane (0 = taken or absent): returns
