@@ -7,8 +7,12 @@ float64 in the spec's order of operations, rounded once; see kernels/route.cu fo
 exp). router_logits: GPU float32 / float16 / bfloat16 (uint16 bits with dtype='bfloat16').
 ``route_and_align`` adds align_block_size of the ids (align's count phase fused into routing).
 GPU limits: num_experts <= 256, top_k <= 32 (ValueError beyond). Kernels: 8 lanes per token for
-top_k <= 8 (not softmax without renormalization), else (or ``naive=True``) one warp per token. Non-finite logits: ValueError,
-as in the spec (the check costs one device-to-host read; ``check=False`` skips it).
+top_k <= 8 (not softmax without renormalization) above LATENCY_MAX_TOKENS tokens (or when align's
+counts are fused in), else (or ``naive=True``) one warp per token. Both give the same bits; the
+one-warp kernel has the shorter latency for few tokens (its whole selection is k warp reductions,
+where the 8-lane kernel first walks 16 logits per lane one after the other at 128 experts).
+Non-finite logits: ValueError, as in the spec (the check costs one device-to-host read; ``check=False``
+skips it).
 """
 from __future__ import annotations
 
@@ -28,13 +32,19 @@ MAX_EXPERTS = 32 * _PL[-1]
 MAX_TOP_K = 32
 THREADS = 256
 TOKENS_PER_ROW = 128            # fused align counts: tokens per counts row (a 1024-thread block's pass)
+# Up to this many tokens (and no fused counts) launch() takes the one-warp kernel: same bits, shorter
+# latency. moe_forward in a CUDA graph, same run, 8-lanes vs one-warp (us): H100, 120b T = 1 / 2 / 4 /
+# 16 / 64 / 256: 34.6 / 33.4, 57.3 / 55.7, 101.4 / 99.0, 264.1 / 262.3, 589.5 / 587.0, 697.0 / 694.4;
+# 20b 33.8 / 32.9 ... 311.9 / 310.7; H200, T = 1: 120b 30.2 / 28.6, 20b 29.1 / 28.6 (cupy_kernels/BENCHMARKS.md v15)
+LATENCY_MAX_TOKENS = 256
 
 
 def route(router_logits, top_k: int, *, renormalize: bool = True, scoring: str = "softmax",
           order: str = "weight", dtype=None, check: bool = True, naive: bool = False):
     """(topk_weights, topk_ids) of mxfp4ref.moe.routing.route, computed on the GPU.
     naive=True: always the one-warp-per-token reference kernel (else the 8-lanes-per-token kernel
-    wherever it applies: top_k <= 8 and not softmax without renormalization)."""
+    wherever it applies: more than LATENCY_MAX_TOKENS tokens, top_k <= 8 and not softmax without
+    renormalization)."""
     return _route(router_logits, top_k, renormalize, scoring, order, dtype, check, naive, False)[:2]
 
 
@@ -102,13 +112,14 @@ def fast_applies(top_k: int, scoring: int, renormalize: bool) -> bool:
 
 def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_id: bool,
            weights, ids, bad, naive: bool = False, counts=None) -> None:
-    """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs).
+    """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs). The
+    8-lanes kernel where it applies and T > LATENCY_MAX_TOKENS or counts are wanted, else one warp per token.
     counts: int32 (ceil(T / TOKENS_PER_ROW), E): also write each row of tokens' expert histogram (the
     fast kernel only; align.launch(..., counted=TOKENS_PER_ROW * top_k) then skips its count kernel)."""
     T, E = x.shape
     if T == 0:
         return
-    if not naive and fast_applies(top_k, scoring, renormalize):
+    if not naive and fast_applies(top_k, scoring, renormalize) and (T > LATENCY_MAX_TOKENS or counts is not None):
         kk = next(v for v in _K if v >= top_k)
         k = get_kernel(KERNEL_FILE, f"mx_route_fast<{_IN[in_dtype]}, {kk}>", NAMES)
         threads = THREADS if counts is None else 32 * TOKENS_PER_ROW // 4

@@ -58,6 +58,18 @@ def test_route_equals_spec(cp, ck, E, k, scoring, renormalize, order):
         check_route(cp, ck, x, cp.asarray(x), k, scoring=scoring, renormalize=renormalize, order=order)
 
 
+@pytest.mark.parametrize("E,k", [(8, 2), (32, 4), (128, 4), (256, 8)])
+def test_route_few_tokens_takes_the_one_warp_kernel(cp, ck, E, k):
+    """Up to LATENCY_MAX_TOKENS tokens the default is the one-warp kernel (lower latency), above it the
+    8-lanes kernel: the same bits as the spec on both sides of the switch."""
+    rng = np.random.default_rng(E + k)
+    n = ck.routing.LATENCY_MAX_TOKENS
+    for kind, T in (("ties", 1), ("normal", 2), ("wide", 7), ("normal", n), ("ties", n + 1)):
+        x = logits(rng, T, E, kind)
+        check_route(cp, ck, x, cp.asarray(x), k)
+        check_route(cp, ck, x, cp.asarray(x), k, scoring="sigmoid", order="id")
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_route_half_inputs(cp, ck, dtype):
     rng = np.random.default_rng(4)
