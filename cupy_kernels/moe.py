@@ -99,6 +99,11 @@ DIRECT_CONFIGS = frozenset({"direct"})
 # `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
 # no path for longer K (it traps), so the host never sends it there.
 DIRECT_MAX_K = 8 * 3 * 128
+# From this many slots (under PDL) the direct GEMM2 waits only for its own slot's GEMM1 blocks (per-slot
+# counters, moe_fused.cu direct_wait_slot), not for all of GEMM1: with 8 slots GEMM1 runs in 3.6 waves and
+# the first slots' GEMM2 blocks start early. H200, same call, graph replays of moe_forward (us), grid wait /
+# counters: 120b T=2 (8 slots) 48.0-48.3 / 45.8-46.2; T=1 (4 slots, 1.8 waves) 28.3-28.6 / 28.7-28.9.
+DIRECT_HANDOFF_MIN_SLOTS = 8
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
 # runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort).
@@ -432,6 +437,7 @@ class Workspace:
         self.tiles_small = cp.empty((2 * min(dw.num_experts, max(n, 1)), 4), cp.int32)   # <= 2 per expert
         self.meta = cp.empty(3, cp.int32)            # tiles, valid slots, small tiles
         self.local_ids = cp.empty(max(n, 1), cp.int32)
+        self.done = None             # direct configs: per-slot GEMM1 block counters (zero between forwards)
         self.sort_counts = None                     # the three-kernel sort's per-block counts (sort_launches)
         self.inter = cp.empty((max(n, 1), dw.intermediate_padded), cp.uint16)
         self.y = cp.empty((max(n, 1), dw.hidden_size), cp.uint16)
@@ -538,14 +544,18 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         _, _, thr, sm = CONFIGS[cfg]
         rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
         common = (emap if emap is not None else null, tw, ws.local_ids)
-        add(f"moe_gemm1_{cfg}", ((rows13 + 31) // 32, n), (thr,),
+        if ws.done is None:
+            ws.done = cp.zeros(max(n, 1), cp.int32)
+        blocks13 = (rows13 + 31) // 32
+        handoff = (ws.done, i32(blocks13)) if use_pdl and n >= DIRECT_HANDOFF_MIN_SLOTS else (null, i32(0))
+        add(f"moe_gemm1_{cfg}", (blocks13, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
             (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Hp))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(Hp))
         add(f"moe_gemm2_{cfg}", ((rows2 + 31) // 32, n), (thr,),
             (dw.w2, dw.s2, dw.b2, ws.inter, ids) + common +
             (ws.y, i32(Ip), i32(H), i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)), sm(Ip))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(Ip))
     elif impl == "naive":
         if dw.raw is None:
             raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")
@@ -584,7 +594,8 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
                  i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
-    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out))
+    done = ws.done if direct and use_pdl and n >= DIRECT_HANDOFF_MIN_SLOTS else null
+    add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out, done))
     if _launches is not None:
         _launches.extend(launches)
         return ws.out

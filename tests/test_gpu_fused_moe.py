@@ -431,6 +431,49 @@ def test_pdl_chain_gives_the_plain_launches_bits(config, T):
         np.testing.assert_array_equal(got, ref, err_msg=f"replay {rep}")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
+    """The direct GEMM2 waiting only for its own slot's GEMM1 blocks (per-slot counters, used from
+    DIRECT_HANDOFF_MIN_SLOTS slots under PDL; forced here at every slot count) gives the bits of the grid
+    wait, with a dropped slot, repeatedly and in a graph replayed with new ids; the counters are zero
+    again after every forward (moe_combine resets them)."""
+    cp = _pdl()
+    E, H, I, k = 32, 256, 192, 4
+    w = random_moe_weights(E, H, I, seed=51)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(52 + T)
+    x = random_x(rng, T, H)
+
+    def grid_wait_ref(tw, ids):
+        monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 10**9)
+        ref = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct", pdl=True))
+        monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 1)
+        return ref
+
+    tw, ids = random_routing(rng, T, E, k)
+    ids[0, 1] = -1                                                      # a dropped slot: no counts, no wait
+    ref = grid_wait_ref(tw, ids)
+    assert_within_bound(cp.asarray(ref), x, w, tw, ids)
+    ws = fm.Workspace(dw, T, k, fm.CONFIGS["direct"][1])
+    for _ in range(3):
+        ws.out.fill(0x7FC1)
+        np.testing.assert_array_equal(cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct", pdl=True,
+                                                              workspace=ws)), ref)
+        assert ws.done is not None and not cp.asnumpy(ws.done).any()
+    g = fm.MoEGraph(dw, T, k, config="direct", pdl=True)
+    g.x[...] = cp.asarray(x.view(np.uint16))
+    for rep in range(6):
+        tw, ids = random_routing(rng, T, E, k)
+        if rep % 2:
+            ids[:, 0] = 5                                               # every token's first slot on expert 5
+        g.topk_weights[...] = cp.asarray(tw)
+        g.topk_ids[...] = cp.asarray(ids)
+        g.out.fill(0x7FC1)
+        np.testing.assert_array_equal(cp.asnumpy(g.replay()), grid_wait_ref(tw, ids), err_msg=f"replay {rep}")
+        assert not cp.asnumpy(g.workspace.done).any()
+
+
 # --------------------------------------------------------------------------------------------------
 # GPU: the Hopper (wgmma) path
 # --------------------------------------------------------------------------------------------------

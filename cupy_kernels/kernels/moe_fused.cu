@@ -25,8 +25,10 @@
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
 //                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine); GEMM2 issues its
-//                     weight copies before its grid wait.
-//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16.
+//                     weight copies before its wait, which from 8 slots is for its own slot's GEMM1 blocks
+//                     only (per-slot counters: direct_wait_slot), else the grid wait.
+//   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
+//                     resets the direct GEMMs' per-slot counters when given them.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
 //                     the second reference (slow, simple) that the tests compare the fast path against.
 //   moe_dequant_probe: the register dequantizer on its own, for the exhaustive 16 codes x 256 scales test.
@@ -754,6 +756,8 @@ struct DirectArgs {
     const int* expert_map;   // nullable
     int* local_ids;          // GEMM1 writes it (block x == 0) for moe_combine
     int n_slots, e_global, e_local;
+    int* done;               // nullable: [n_slots] GEMM1 blocks finished per slot (see moe_gemm2_direct)
+    int done_target;         // GEMM1's row blocks per slot
 };
 
 // The local expert of a slot (-1: dropped), as moe_sort maps it. L2 loads: in a GEMM2 launched early
@@ -777,6 +781,30 @@ __device__ __forceinline__ void cp_async_wait_n(int n) {
         case 6: cp_async_wait<6>(); break;
         default: cp_async_wait<7>(); break;
     }
+}
+
+// GEMM2's wait for its input. done == nullptr: the grid wait (GEMM1 complete). Else only its own slot's
+// GEMM1 blocks: thread 0 spins until all done_target of them have counted themselves (each after its
+// intermediate stores and a fence), then the block barrier passes that on; so a GEMM2 block of a slot
+// whose GEMM1 blocks all ran in the first wave starts while GEMM1's second wave still runs. Deadlock-free:
+// a PDL-launched GEMM2 starts only once every GEMM1 block has started (so none waits for a free SM), and a
+// plain launch only after GEMM1 completed. moe_combine resets the counters for the next forward.
+__device__ __forceinline__ void direct_wait_slot(const DirectArgs& D) {
+    if (D.done == nullptr) {
+        MOE_GRID_ENTER
+        return;
+    }
+    if (threadIdx.x == 0) {
+        const int* c = D.done + blockIdx.y;
+        int v;
+        while (true) {
+            asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
+            if (v >= D.done_target) break;
+            __nanosleep(64);
+        }
+    }
+    __syncthreads();
+    mxk_grid_release();
 }
 
 struct OneCol {                              // the tile's single column: (slot, bf16(router weight))
@@ -928,6 +956,10 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                 acc[m][0][i] = mvalid[m] ? s : 0.0f;     // a padding group: as if not computed
             }
         moe_epilogue<2, 1, GATED>(D.A, acc, blo, bhi, slot, 1, row0, 0, g, t, OneCol{slot, gamma});
+        if (GATED && D.done) {                      // this block's intermediate rows are written: count it
+            __syncwarp();                           // the warp's stores, then one release add (as a semaphore)
+            if (lane == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(D.done + slot) : "memory");
+        }
     }
 }
 
@@ -935,11 +967,11 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     const uint4* W, const u32* S, const float* bias, const u16* X, const int* ids, const int* expert_map, \
         const float* topk_w, int* local_ids, u16* out, int ldx, int ldo, int rows_p, int rows_real,        \
         int out_rows, int kp, int kblocks, int top_k, int act, int weight_on_input, int n_slots,           \
-        int e_global, int e_local
+        int e_global, int e_local, int* done, int done_target
 #define DIRECT_ARGS_INIT                                                                                \
     DirectArgs D{{W, S, bias, X, nullptr, nullptr, nullptr, topk_w, out, ldx, ldo, rows_p, rows_real,     \
                   out_rows, kp, kblocks, top_k, act, weight_on_input},                                   \
-                 ids, expert_map, local_ids, n_slots, e_global, e_local};
+                 ids, expert_map, local_ids, n_slots, e_global, e_local, done, done_target};
 // name, KS (warps splitting K), MAXSB (superblocks in flight per warp), MINB
 #define DEFINE_GEMM_DIRECT(name, KS, MAXSB, MINB)                                                       \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm1_##name(DIRECT_PARAMS) {       \
@@ -948,7 +980,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * KS, MINB) moe_gemm2_##name(DIRECT_PARAMS) {       \
         DIRECT_ARGS_INIT                                                                                \
-        moe_gemm_direct_body<KS, MAXSB, false>(D, [] { MOE_GRID_ENTER });                               \
+        moe_gemm_direct_body<KS, MAXSB, false>(D, [&] { direct_wait_slot(D); });                        \
     }
 DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
 
@@ -1673,8 +1705,11 @@ __device__ __forceinline__ uint4 ld_cg_v4(const void* p) {
 
 // Combine: out[t, h] = bf16( sum_{j < k, slot valid} float(y[t*k + j, h]) ), slot order, fp32.
 extern "C" __global__ void moe_combine(const u16* __restrict__ y, const int* __restrict__ local_ids,
-                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out) {
+                                       int n_tokens, int top_k, int hidden, u16* __restrict__ out,
+                                       int* __restrict__ done) {
     MOE_GRID_ENTER
+    if (done != nullptr && blockIdx.x == 0)            // the direct GEMMs' per-slot counters, for the next forward
+        for (int i = threadIdx.x; i < n_tokens * top_k; i += blockDim.x) done[i] = 0;
     const int h8 = hidden >> 3;
     long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)n_tokens * h8) return;
