@@ -102,7 +102,7 @@ DIRECT_MAX_K = 8 * 3 * 128
 # From this many slots (under PDL) the direct GEMM2 waits only for its own slot's GEMM1 blocks (per-slot
 # counters, moe_fused.cu direct_wait_slot), not for all of GEMM1: with 8 slots GEMM1 runs in 3.6 waves and
 # the first slots' GEMM2 blocks start early. H200, same call, graph replays of moe_forward (us), grid wait /
-# counters: 120b T=2 (8 slots) 48.0-48.3 / 45.8-46.2; T=1 (4 slots, 1.8 waves) 28.3-28.6 / 28.7-28.9.
+# counters: 120b T=2 (8 slots) 47.9-48.5 / 45.6-46.0; T=1 (4 slots, 1.8 waves) 28.3-28.6 / 28.7-28.9.
 DIRECT_HANDOFF_MIN_SLOTS = 8
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
@@ -540,6 +540,7 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
     act = i32(ACTIVATIONS[activation])
     on_in = i32(1 if apply_router_weight_on_input else 0)
     Hp, Ip, I = dw.hidden_padded, dw.intermediate_padded, dw.intermediate_size
+    done = null                              # the direct GEMMs' per-slot counters, when they use them
     if direct:                               # no sort: GEMM1 maps the ids itself and writes local_ids
         _, _, thr, sm = CONFIGS[cfg]
         rows13, rows2 = 2 * _round_up(I, 8), _round_up(H, 16)
@@ -547,7 +548,9 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         if ws.done is None:
             ws.done = cp.zeros(max(n, 1), cp.int32)
         blocks13 = (rows13 + 31) // 32
-        handoff = (ws.done, i32(blocks13)) if use_pdl and n >= DIRECT_HANDOFF_MIN_SLOTS else (null, i32(0))
+        if use_pdl and n >= DIRECT_HANDOFF_MIN_SLOTS:
+            done = ws.done
+        handoff = (done, i32(blocks13))
         add(f"moe_gemm1_{cfg}", (blocks13, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
             (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
@@ -594,7 +597,6 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
                  i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
-    done = ws.done if direct and use_pdl and n >= DIRECT_HANDOFF_MIN_SLOTS else null
     add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out, done))
     if _launches is not None:
         _launches.extend(launches)

@@ -784,9 +784,9 @@ __device__ __forceinline__ void cp_async_wait_n(int n) {
 }
 
 // GEMM2's wait for its input. done == nullptr: the grid wait (GEMM1 complete). Else only its own slot's
-// GEMM1 blocks: thread 0 spins until all done_target of them have counted themselves (each after its
-// intermediate stores and a fence), then the block barrier passes that on; so a GEMM2 block of a slot
-// whose GEMM1 blocks all ran in the first wave starts while GEMM1's second wave still runs. Deadlock-free:
+// GEMM1 blocks: thread 0 spins until all done_target of them have counted themselves (each with one
+// release add after its intermediate stores), then the block barrier passes that on; so a GEMM2 block of
+// a slot whose GEMM1 blocks all ran in an early wave starts while GEMM1's later waves still run. Deadlock-free:
 // a PDL-launched GEMM2 starts only once every GEMM1 block has started (so none waits for a free SM), and a
 // plain launch only after GEMM1 completed. moe_combine resets the counters for the next forward.
 __device__ __forceinline__ void direct_wait_slot(const DirectArgs& D) {
