@@ -474,6 +474,37 @@ def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
         assert not cp.asnumpy(g.workspace.done).any()
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", ["direct"])
+@pytest.mark.parametrize("handoff", [False, True])
+def test_direct_all_slots_dropped_in_a_replayed_graph(monkeypatch, config, handoff):
+    """Replays alternating between routed tokens and tokens whose every slot is dropped (-1): moe_combine
+    must see GEMM1's local_ids of the same replay (the dropped slots' GEMM2 blocks wait for GEMM1 before
+    they exit), so an all-dropped replay gives exact zeros, not the previous replay's experts."""
+    cp = _pdl()
+    monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 1 if handoff else 10**9)
+    E, H, I, k, T = 32, 256, 192, 4, 1
+    w = random_moe_weights(E, H, I, seed=61)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(62)
+    x = random_x(rng, T, H)
+    g = fm.MoEGraph(dw, T, k, config=config, pdl=True)
+    g.x[...] = cp.asarray(x.view(np.uint16))
+    for rep in range(8):
+        tw, ids = random_routing(rng, T, E, k)
+        if rep % 2:
+            ids[...] = -1
+        g.topk_weights[...] = cp.asarray(tw)
+        g.topk_ids[...] = cp.asarray(ids)
+        g.out.fill(0x7FC1)
+        got = cp.asnumpy(g.replay())
+        if rep % 2:
+            assert not got.view(BF16).astype(np.float32).any(), f"replay {rep}: all slots dropped, output not 0"
+        else:
+            np.testing.assert_array_equal(got, cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=False)),
+                                          err_msg=f"replay {rep}")
+
+
 # --------------------------------------------------------------------------------------------------
 # GPU: the Hopper (wgmma) path
 # --------------------------------------------------------------------------------------------------

@@ -825,10 +825,13 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     if (slot >= D.n_slots) return;
     const int expert = direct_local_expert(D, slot);      // GEMM2: before its wait (ids are final by then)
     if (GATED && rowblk == 0 && tid == 0) D.local_ids[slot] = expert;
-    // Known race (stop 17 note, not fixed yet): a GEMM2 block returning here never runs the grid wait, so
-    // when every slot is dropped (and, in counter mode, for the dropped slots) nothing orders GEMM1's
-    // local_ids write above before moe_combine reads it. Fix: mxk_grid_wait() before every GEMM2 exit.
-    if (expert < 0) return;
+    if (expert < 0) {
+        // A dropped slot's GEMM2 block still waits for GEMM1 before it exits: moe_combine, released by
+        // GEMM2's completion, reads local_ids, which GEMM1 wrote; when every slot is dropped, or in counter
+        // mode (dropped slots count no GEMM1 block), nothing else would order that write before the read.
+        if (!GATED) mxk_grid_wait();
+        return;
+    }
     const int row0 = rowblk * 32;
     const int kw = D.A.kp >> 5, nsb_all = D.A.kp >> 7;
     const int nsb = (D.A.kblocks + 3) >> 2;
