@@ -60,6 +60,14 @@ def _stream_smem(kp):
     return 8 * (kp + 32) * 2
 
 
+def direct_smem(kblocks, warps=8):
+    """Dynamic shared memory of moe_fused.cu's direct kernels for K = 32 * kblocks: the activation row (64
+    bytes a 32-block), then the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks),
+    which hold the warps' partial sums (1 KB a warp) once the last copies landed. K = 2880: 55808 bytes,
+    so 4 blocks fit an SM (direct4)."""
+    return 64 * kblocks + max(-(-kblocks // 4) * 2176, warps * 1024)
+
+
 def _hopper_smem(warpgroups, tokens, stages):
     """HopperShape<NWG, BN, ST>::SMEM of moe_fused.cu: stages of {x slabs, weight rows, scales} rounded
     to 1 KB, the tile's row offsets, slots and gammas, and 1 KB of alignment slack."""
@@ -68,7 +76,8 @@ def _hopper_smem(warpgroups, tokens, stages):
     return stages * stage + tokens * 12 + 1024
 
 
-# name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp); must match
+# name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp (of K / 32
+# for the direct configs)); must match
 # the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 /
 # hopper / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
 # (BENCHMARKS.md) and are tested like the rest.
@@ -80,7 +89,8 @@ CONFIGS = {
     "stream16": (128, 16, 256, 3 * 16 * 320),   # 8 warps x 16 rows, 3 blocks per SM
     "decode": (32, 8, 128, 0),         # MT=2, NT=1, 4 warps split K (reduced through smem)
     # no sort: one block row per slot; each warp's whole K range of weights copied to smem at once
-    "direct": (32, 1, 256, lambda kp: 2 * kp + 8 * 3 * 2176),     # 8 warps split K, 3 superblocks each
+    "direct": (32, 1, 256, direct_smem),    # 8 warps split K, <= 3 superblocks each; 3 blocks per SM
+    "direct4": (32, 1, 256, direct_smem),   # the same kernel at 64 registers: 4 blocks per SM
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
     # activations, weights and scales staged through shared memory by cp.async, 8 warps
@@ -95,7 +105,7 @@ CONFIGS = {
     "hopper192": (192, 192, 384, _hopper_smem(3, 192, 3)),    # 3 warpgroups x m64n192: many tokens per expert
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192"})
-DIRECT_CONFIGS = frozenset({"direct"})
+DIRECT_CONFIGS = frozenset({"direct", "direct4"})
 # `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
 # no path for longer K (it traps), so the host never sends it there.
 DIRECT_MAX_K = 8 * 3 * 128
@@ -139,6 +149,10 @@ def _kernel(name: str, smem: int = 0):
     f = _FUNCS.get(name)
     if f is None:
         f = _FUNCS[name] = _module().get_function(name)
+        if name.endswith(("_direct", "_direct4")):
+            # direct4's 4 blocks per SM need nearly all of the 228 KB as shared memory: ask for the
+            # largest carveout rather than leave the split to the driver's heuristic
+            f.preferred_shared_memory_carveout = 100     # per cent of the unified L1 / shared memory
     if smem > 48 * 1024 and smem > _SMEM_SET.get(name, 0):   # opt in to > 48 KB of dynamic shared memory
         if hasattr(f, "max_dynamic_shared_size_bytes"):
             f.max_dynamic_shared_size_bytes = smem
@@ -380,7 +394,11 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:             # 1-2 tokens. direct: no sort, one block row per slot (an expert shared by
         # two slots is read twice, so only where that is rare); decode: sorted tiles, split-K over 4 warps
-        return "direct" if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
+        # direct4 (4 blocks per SM) from 8 slots: H200, 120b T=2 ids path -1..-2 us; at 4 slots it is
+        # slower (T=1 +3.8 us: GEMM1 gains, the layer loses it around GEMM2; BENCHMARKS v16)
+        if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K:
+            return "direct4" if n_slots >= 8 else "direct"
+        return "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)
@@ -554,11 +572,11 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         add(f"moe_gemm1_{cfg}", (blocks13, n), (thr,),
             (dw.w13, dw.s13, dw.b13, xd, ids) + common +
             (ws.inter, i32(H), i32(Ip), i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(Hp))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(H // 32))
         add(f"moe_gemm2_{cfg}", ((rows2 + 31) // 32, n), (thr,),
             (dw.w2, dw.s2, dw.b2, ws.inter, ids) + common +
             (ws.y, i32(Ip), i32(H), i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k),
-             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(Ip))
+             act, on_in, i32(n), i32(G), i32(dw.num_experts)) + handoff, sm(I // 32))
     elif impl == "naive":
         if dw.raw is None:
             raise ValueError("impl='naive' needs weights converted with to_device(..., keep_raw=True)")

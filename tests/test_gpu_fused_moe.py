@@ -42,6 +42,7 @@ def pair_bf16x2(words, p):
 
 def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(4, 128) == "direct"                      # 120b, 1 token
+    assert fm.choose_config(8, 128) == "direct4"                     # 120b, 2 tokens
     assert fm.choose_config(8, 32) == "decode"                       # 20b, 2 tokens: shared experts likely
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K) == "direct"
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"
@@ -203,7 +204,7 @@ def test_large_scale_bytes_take_the_exact_path():
     rng = np.random.default_rng(42)
     x = random_x(rng, 16, H)
     tw, ids = random_routing(rng, 16, E, k)
-    for cfg in ("stream", "stream16", "decode", "direct", "tiled32"):
+    for cfg in ("stream", "stream16", "decode", "direct", "direct4", "tiled32"):
         out = fm.fused_moe(x, fm.to_device(w), tw, ids, config=cfg)
         assert_within_bound(out, x, w, tw, ids)
 
@@ -230,7 +231,7 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
-@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64", "hopper192"])
+@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192"])
 def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
@@ -250,7 +251,7 @@ def test_activations_and_weight_on_input(activation, on_input, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, "direct", "hopper", "hopper64", "hopper192"])
+@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192"])
 def test_adversarial_routing_and_expert_map(config):
     if config in fm.HOPPER_CONFIGS:
         _hopper()
@@ -399,7 +400,7 @@ def _pdl():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config,T", [("direct", 1), ("direct", 2), ("direct", 3), ("decode", 2), ("stream16", 24),
+@pytest.mark.parametrize("config,T", [("direct", 1), ("direct", 2), ("direct", 3), ("direct4", 2), ("decode", 2), ("stream16", 24),
                                       ("tiled32", 64), ("hopper64", 64), ("hopper", 200), ("hopper192", 300)])
 def test_pdl_chain_gives_the_plain_launches_bits(config, T):
     """Programmatic dependent launches (each kernel may start before the one before it ends) change no
@@ -432,8 +433,9 @@ def test_pdl_chain_gives_the_plain_launches_bits(config, T):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", ["direct", "direct4"])
 @pytest.mark.parametrize("T", [1, 2, 3])
-def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
+def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T, config):
     """The direct GEMM2 waiting only for its own slot's GEMM1 blocks (per-slot counters, used from
     DIRECT_HANDOFF_MIN_SLOTS slots under PDL; forced here at every slot count) gives the bits of the grid
     wait, with a dropped slot, repeatedly and in a graph replayed with new ids; the counters are zero
@@ -447,7 +449,7 @@ def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
 
     def grid_wait_ref(tw, ids):
         monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 10**9)
-        ref = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct", pdl=True))
+        ref = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=True))
         monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 1)
         return ref
 
@@ -455,13 +457,13 @@ def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
     ids[0, 1] = -1                                                      # a dropped slot: no counts, no wait
     ref = grid_wait_ref(tw, ids)
     assert_within_bound(cp.asarray(ref), x, w, tw, ids)
-    ws = fm.Workspace(dw, T, k, fm.CONFIGS["direct"][1])
+    ws = fm.Workspace(dw, T, k, fm.CONFIGS[config][1])
     for _ in range(3):
         ws.out.fill(0x7FC1)
-        np.testing.assert_array_equal(cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct", pdl=True,
+        np.testing.assert_array_equal(cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=True,
                                                               workspace=ws)), ref)
         assert ws.done is not None and not cp.asnumpy(ws.done).any()
-    g = fm.MoEGraph(dw, T, k, config="direct", pdl=True)
+    g = fm.MoEGraph(dw, T, k, config=config, pdl=True)
     g.x[...] = cp.asarray(x.view(np.uint16))
     for rep in range(6):
         tw, ids = random_routing(rng, T, E, k)
@@ -475,7 +477,7 @@ def test_direct_slot_handoff_gives_the_grid_wait_bits(monkeypatch, T):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", ["direct"])
+@pytest.mark.parametrize("config", ["direct", "direct4"])
 @pytest.mark.parametrize("handoff", [False, True])
 def test_direct_all_slots_dropped_in_a_replayed_graph(monkeypatch, config, handoff):
     """Replays alternating between routed tokens and tokens whose every slot is dropped (-1): moe_combine
@@ -483,7 +485,7 @@ def test_direct_all_slots_dropped_in_a_replayed_graph(monkeypatch, config, hando
     they exit), so an all-dropped replay gives exact zeros, not the previous replay's experts."""
     cp = _pdl()
     monkeypatch.setattr(fm, "DIRECT_HANDOFF_MIN_SLOTS", 1 if handoff else 10**9)
-    E, H, I, k, T = 32, 256, 192, 4, 1
+    E, H, I, k, T = 32, 256, 192, 4, 2 if config == "direct4" else 1
     w = random_moe_weights(E, H, I, seed=61)
     dw = fm.to_device(w)
     rng = np.random.default_rng(62)
@@ -503,6 +505,23 @@ def test_direct_all_slots_dropped_in_a_replayed_graph(monkeypatch, config, hando
         else:
             np.testing.assert_array_equal(got, cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config=config, pdl=False)),
                                           err_msg=f"replay {rep}")
+
+
+@pytest.mark.gpu
+def test_direct4_gives_the_bits_of_direct():
+    """direct4 is the direct kernel compiled for 4 blocks per SM (64 registers): the same K split and
+    order, so the same bits, here with K = 2880 (3 superblocks for most warps) and a dropped slot."""
+    cp = _cp()
+    E, H, I, k, T = 16, 2880, 640, 4, 2
+    w = random_moe_weights(E, H, I, seed=71)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(72)
+    x = random_x(rng, T, H)
+    tw, ids = random_routing(rng, T, E, k)
+    ids[1, 2] = -1
+    a = cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct"))
+    np.testing.assert_array_equal(cp.asnumpy(fm.fused_moe(x, dw, tw, ids, config="direct4")), a)
+    assert_within_bound(cp.asarray(a), x, w, tw, ids)
 
 
 # --------------------------------------------------------------------------------------------------

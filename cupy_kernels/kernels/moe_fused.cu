@@ -23,10 +23,11 @@
 //                     <= 128 tokens, or the last two of 193..256, in hopper).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
-//   moe_gemm{1,2}_direct (1-2 tokens, config `direct`): no moe_sort; grid (row blocks, slots), each block
-//                     maps its slot's id itself (GEMM1 writes local_ids for moe_combine); GEMM2 issues its
-//                     weight copies before its wait, which from 8 slots is for its own slot's GEMM1 blocks
-//                     only (per-slot counters: direct_wait_slot), else the grid wait.
+//   moe_gemm{1,2}_direct, _direct4 (1-2 tokens, configs `direct`: 3 blocks per SM, `direct4`: 4, from
+//                     8 slots): no moe_sort; grid (row blocks, slots), each block maps its slot's id itself
+//                     (GEMM1 writes local_ids for moe_combine); GEMM2 issues its weight copies before its
+//                     wait, which from 8 slots is for its own slot's GEMM1 blocks only (per-slot counters:
+//                     direct_wait_slot), else the grid wait.
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
 //                     resets the direct GEMMs' per-slot counters when given them.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
@@ -749,7 +750,12 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
 // Padded K is at most KS * MAXSB * 128 (3072; fused_moe checks it, the kernel traps beyond it).
-// Dynamic smem: Kp * 2 (the row) + KS * MAXSB * 2176 bytes.
+// Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + max(nsb * 2176, KS * 1024) bytes, nsb =
+// ceil(kblocks / 4): the warps' superblock slots packed back to back (warp w's first at its first
+// superblock sb0), and after the last copies landed the same bytes hold the split-K partial sums
+// (1 KB a warp). At K = 2880 that is 55808 bytes, so 4 blocks (direct4: 32 warps, 64 registers a thread)
+// fit an SM's 228 KB, where unpacked slots and a separate 8 KB reduction buffer allowed 3.
+// A GEMM2 block of a dropped slot waits for GEMM1 before it exits (see there).
 struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
     const int* ids;          // [n_slots] global expert ids
@@ -850,8 +856,9 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         wg[m] = D.A.W + ((long)expert * D.A.rows_p + row0 + 16 * m) * kw;   // + 64 * sb: the group's 1 KB
         sg[m] = D.A.S + (long)expert * nsb_all * D.A.rows_p + row0 + 16 * m;  // + sb * rows_p: 64 bytes
     }
-    u16* xsm = reinterpret_cast<u16*>(smem);                        // [kp]
-    unsigned char* wsm = smem + 2 * D.A.kp + warp * (MAXSB * 2176);   // this warp's [MAXSB][2 KB w | 128 B s]
+    u16* xsm = reinterpret_cast<u16*>(smem);                        // [32 * kblocks]
+    unsigned char* const slots = smem + 64 * D.A.kblocks;          // [nsb][2 KB w | 128 B s], then the sums
+    unsigned char* wsm = slots + sb0 * 2176;                        // this warp's [sb1 - sb0][2176]
     const u32 wsm_s = (u32)__cvta_generic_to_shared(wsm);
     auto stage_row = [&]() {                                        // the activation row: one group
         const long xr = GATED ? (long)(slot / D.A.top_k) : (long)slot;
@@ -946,7 +953,8 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         }
     }
     cp_async_wait<0>();
-    __shared__ float red[KS][32][8];
+    __syncthreads();                                                // every warp has read its slots
+    float (*red)[32][8] = reinterpret_cast<float (*)[32][8]>(slots);   // [KS][32][8] over the slots
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -988,7 +996,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         DIRECT_ARGS_INIT                                                                                \
         moe_gemm_direct_body<KS, MAXSB, false>(D, [&] { direct_wait_slot(D); });                        \
     }
-DEFINE_GEMM_DIRECT(direct, 8, 3, 3)    // 32 rows per block, 8 warps x 3 superblocks in flight: 52 KB + the row
+// 32 rows per block, 8 warps x up to 3 superblocks in flight. direct: 3 blocks per SM (80 registers);
+// direct4: 4 (64 registers, 32 warps per SM), from 8 slots (moe.py choose_config). H200, 120b, ids path
+// in one call against direct: T=2 42.7 -> 40.5 us, but T=1 25.8 -> 29.6 us (there GEMM1 alone gains
+// 16.1 -> 15.6 us, and the layer loses it back around GEMM2; BENCHMARKS v16).
+DEFINE_GEMM_DIRECT(direct, 8, 3, 3)
+DEFINE_GEMM_DIRECT(direct4, 8, 3, 4)
 
 // ------------------------------------------------------------------------------------------------
 // Shared by the streaming kernels (stream*, stream16): a warp's 16 weight rows over the whole K, row0 + g
