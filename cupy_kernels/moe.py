@@ -60,12 +60,12 @@ def _stream_smem(kp):
     return 8 * (kp + 32) * 2
 
 
-def direct_smem(kblocks, warps=8):
+def direct_smem(kblocks):
     """Dynamic shared memory of moe_fused.cu's direct kernels for K = 32 * kblocks: the activation row (64
     bytes a 32-block), then the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks),
-    which hold the warps' partial sums (1 KB a warp) once the last copies landed. K = 2880: 55808 bytes,
-    so 4 blocks fit an SM (direct4)."""
-    return 64 * kblocks + max(-(-kblocks // 4) * 2176, warps * 1024)
+    which hold the 8 warps' partial sums (1 KB a warp) once the last copies landed. K = 2880: 55808
+    bytes, so 4 blocks fit an SM (direct4)."""
+    return 64 * kblocks + max(-(-kblocks // 4) * 2176, 8 * 1024)
 
 
 def _hopper_smem(warpgroups, tokens, stages):
@@ -150,8 +150,9 @@ def _kernel(name: str, smem: int = 0):
     if f is None:
         f = _FUNCS[name] = _module().get_function(name)
         if name.endswith(("_direct", "_direct4")):
-            # direct4's 4 blocks per SM need nearly all of the 228 KB as shared memory: ask for the
-            # largest carveout rather than leave the split to the driver's heuristic
+            # the largest carveout rather than the driver's heuristic: direct4's 4 blocks per SM need
+            # nearly all of the 228 KB as shared memory (direct's timings in BENCHMARKS v16 were taken
+            # with it too)
             f.preferred_shared_memory_carveout = 100     # per cent of the unified L1 / shared memory
     if smem > 48 * 1024 and smem > _SMEM_SET.get(name, 0):   # opt in to > 48 KB of dynamic shared memory
         if hasattr(f, "max_dynamic_shared_size_bytes"):
