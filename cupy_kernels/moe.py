@@ -62,10 +62,9 @@ def _stream_smem(kp):
 
 def direct_smem(kblocks):
     """Dynamic shared memory of moe_fused.cu's direct kernels for K = 32 * kblocks: the activation row (64
-    bytes a 32-block), then the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks),
-    which hold the 8 warps' partial sums (1 KB a warp) once the last copies landed. K = 2880: 55808
-    bytes, so 4 blocks fit an SM (direct4)."""
-    return 64 * kblocks + max(-(-kblocks // 4) * 2176, 8 * 1024)
+    bytes a 32-block), the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks), then
+    the 8 warps' split-K sums (128 bytes a warp). K = 2880: 56832 bytes, so 4 blocks fit an SM (direct4)."""
+    return 64 * kblocks + -(-kblocks // 4) * 2176 + 8 * 128
 
 
 def _hopper_smem(warpgroups, tokens, stages):

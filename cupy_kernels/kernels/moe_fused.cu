@@ -473,8 +473,7 @@ struct SmemCols {
 
 // Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
 // PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
-// The thread's bias values (rows row0 + 16m + g and + 8): loaded once; the direct kernels load them before
-// their main loop so that the load latency is not on the block's critical path.
+// The thread's bias values (rows row0 + 16m + g and + 8): loaded once.
 template <int MT>
 __device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row0, int g, float (&blo)[MT],
                                           float (&bhi)[MT]) {
@@ -750,10 +749,10 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
 // Padded K is at most KS * MAXSB * 128 (3072; fused_moe checks it, the kernel traps beyond it).
-// Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + max(nsb * 2176, KS * 1024) bytes, nsb =
+// Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + nsb * 2176 + KS * 128 bytes, nsb =
 // ceil(kblocks / 4): the warps' superblock slots packed back to back (warp w's first at its first
-// superblock sb0), and after the last copies landed the same bytes hold the split-K partial sums
-// (1 KB a warp). At K = 2880 that is 55808 bytes, so 4 blocks (direct4: 32 warps, 64 registers a thread)
+// superblock sb0), then the split-K sums (32 floats a warp: the block has one output column, see the
+// reduction). At K = 2880 that is 56832 bytes, so 4 blocks (direct4: 32 warps, 64 registers a thread)
 // fit an SM's 228 KB, where unpacked slots and a separate 8 KB reduction buffer allowed 3.
 // A GEMM2 block of a dropped slot waits for GEMM1 before it exits (see there).
 struct DirectArgs {
@@ -813,12 +812,6 @@ __device__ __forceinline__ void direct_wait_slot(const DirectArgs& D) {
     mxk_grid_release();
 }
 
-struct OneCol {                              // the tile's single column: (slot, bf16(router weight))
-    int slot;
-    float gamma;
-    __device__ __forceinline__ void get(int, int& s, float& g) const { s = slot; g = gamma; }
-};
-
 // Block (row block blockIdx.x, slot blockIdx.y). GEMM2 (GATED false) issues its weight copies, then calls
 // wait_input() (all threads) before it reads the intermediate: the grid wait of a PDL launch.
 template <int KS, int MAXSB, bool GATED, class Wait>
@@ -847,17 +840,15 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     // last row block when the row count is 16 mod 32) lies in the layout's padding rows (R is a multiple of
     // 256), and its sums are dropped before the epilogue. No per-step test, so no branch and warp
     // re-convergence before every mma (H200, T=1 ids path: 28.8 -> 27.3 us; BENCHMARKS v14).
-    bool mvalid[2];
     const uint4* wg[2];
     const u32* sg[2];
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
-        mvalid[m] = row0 + 16 * m < D.A.rows_real;
         wg[m] = D.A.W + ((long)expert * D.A.rows_p + row0 + 16 * m) * kw;   // + 64 * sb: the group's 1 KB
         sg[m] = D.A.S + (long)expert * nsb_all * D.A.rows_p + row0 + 16 * m;  // + sb * rows_p: 64 bytes
     }
     u16* xsm = reinterpret_cast<u16*>(smem);                        // [32 * kblocks]
-    unsigned char* const slots = smem + 64 * D.A.kblocks;          // [nsb][2 KB w | 128 B s], then the sums
+    unsigned char* const slots = smem + 64 * D.A.kblocks;          // [nsb][2 KB w | 128 B s], then [KS][32] sums
     unsigned char* wsm = slots + sb0 * 2176;                        // this warp's [sb1 - sb0][2176]
     const u32 wsm_s = (u32)__cvta_generic_to_shared(wsm);
     auto stage_row = [&]() {                                        // the activation row: one group
@@ -894,10 +885,13 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         cp_async_wait<0>();                                         // the row (and the weights) landed
     }
     __syncthreads();                                                // ... everyone's part
-    float blo[2], bhi[2];                                           // epilogue operands, loaded now (warp 0)
-    float gamma = 0.0f;
+    // The epilogue's operands, loaded now (warp 0). Lane (g, t) finishes value t of its row pair: 16-row
+    // group m = t / 2, row g (t even) or g + 8 (t odd); GATED, the even lane takes the odd one's sum.
+    float elo = 0.0f, ehi = 0.0f, gamma = 0.0f;
     if (warp == 0) {
-        load_bias<2>(D.A, expert, row0, g, blo, bhi);
+        const float* bias = D.A.bias + (long)expert * D.A.rows_p + row0 + 16 * (t >> 1) + g;
+        elo = __ldg(bias);
+        ehi = __ldg(bias + 8);
         gamma = bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)));
     }
     float acc[2][1][4], acc2[2][4];
@@ -952,24 +946,36 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
             if (slow) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
         }
     }
+    // Split-K. Every token column of B holds the row, so every column of C is the row's sum, and lane
+    // (g, t) takes value t from its own column 2t: v0..v3 = rows g and g + 8 of groups 0 and 1. Each warp
+    // leaves those 32 values behind the slots, one barrier, and lane l of warp 0 adds value l of the KS
+    // warps in warp order and finishes it. (Before v17 every lane stored and warp 0 summed all 8
+    // accumulator values of each lane: 64 shared loads a lane and a second barrier. Same bits; H200,
+    // 1 token, same call: 120b ids path 26.2 -> 25.2 us, routed 29.0 -> 27.9; BENCHMARKS v17.)
     cp_async_wait<0>();
-    __syncthreads();                                                // every warp has read its slots
-    float (*red)[32][8] = reinterpret_cast<float (*)[32][8]>(slots);   // [KS][32][8] over the slots
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) red[warp][lane][4 * m + i] = acc[m][0][i] + acc2[m][i];
+    const float v0 = acc[0][0][0] + acc2[0][0], v1 = acc[0][0][2] + acc2[0][2];
+    const float v2 = acc[1][0][0] + acc2[1][0], v3 = acc[1][0][2] + acc2[1][2];
+    float* red = reinterpret_cast<float*>(slots + nsb * 2176);            // [KS][32]
+    red[32 * warp + lane] = (t == 0) ? v0 : (t == 1) ? v1 : (t == 2) ? v2 : v3;
     __syncthreads();
     if (warp == 0) {
+        float s = 0.0f;
 #pragma unroll
-        for (int m = 0; m < 2; ++m)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                float s = 0.0f;
-                for (int k2 = 0; k2 < KS; ++k2) s += red[k2][lane][4 * m + i];
-                acc[m][0][i] = mvalid[m] ? s : 0.0f;     // a padding group: as if not computed
+        for (int k2 = 0; k2 < KS; ++k2) s += red[32 * k2 + lane];
+        const int em = t >> 1, erow = row0 + 16 * em + g;
+        s = (row0 + 16 * em < D.A.rows_real) ? s : 0.0f;   // a padding group: as if not computed
+        if (GATED) {
+            const float hi = __shfl_down_sync(0xffffffffu, s, 1);      // row g + 8: the odd lane's
+            if ((t & 1) == 0) {
+                float v = activation(D.A.act, s + elo, hi + ehi);
+                if (D.A.weight_on_input) v *= gamma;              // gamma scales the activation output
+                D.A.out[(long)slot * D.A.ldo + (row0 + 16 * em) / 2 + g] = f32_to_bf16(v);
             }
-        moe_epilogue<2, 1, GATED>(D.A, acc, blo, bhi, slot, 1, row0, 0, g, t, OneCol{slot, gamma});
+        } else {
+            const int r = erow + 8 * (t & 1);
+            const float w = D.A.weight_on_input ? 1.0f : gamma;
+            if (r < D.A.out_rows) D.A.out[(long)slot * D.A.ldo + r] = f32_to_bf16(((t & 1) ? s + ehi : s + elo) * w);
+        }
         if (GATED && D.done) {                      // this block's intermediate rows are written: count it
             __syncwarp();                           // the warp's stores, then one release add (as a semaphore)
             if (lane == 0) asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(D.done + slot) : "memory");
