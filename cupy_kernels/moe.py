@@ -109,10 +109,13 @@ DIRECT_CONFIGS = frozenset({"direct", "direct4"})
 # no path for longer K (it traps), so the host never sends it there.
 DIRECT_MAX_K = 8 * 3 * 128
 # From this many slots (under PDL) the direct GEMM2 waits only for its own slot's GEMM1 blocks (per-slot
-# counters, moe_fused.cu direct_wait_slot), not for all of GEMM1: with 8 slots GEMM1 runs in 3.6 waves and
-# the first slots' GEMM2 blocks start early. H200, same call, graph replays of moe_forward (us), grid wait /
-# counters: 120b T=2 (8 slots) 47.9-48.5 / 45.6-46.0; T=1 (4 slots, 1.8 waves) 28.3-28.6 / 28.7-28.9.
-DIRECT_HANDOFF_MIN_SLOTS = 8
+# counters, moe_fused.cu direct_wait_slot), not for all of GEMM1: GEMM1 runs in waves (1.8 at 4 slots,
+# 3.6 at 8), and the GEMM2 blocks of the slots of earlier waves start early, without the ~1 us between
+# GEMM1's last block and the grid wait's return. H200, graph replays of moe_forward (us), grid wait /
+# counters, same call: 120b T=2 47.9-48.5 / 45.6-46.0; T=1 (4 slots; two calls) 27.7-28.2 / 27.2-27.7,
+# 20b T=1 27.3-28.0 / 27.2-27.8, the ids path equal (BENCHMARKS v17; before v17's epilogue the counters
+# were slower at T=1: 28.3-28.6 / 28.7-28.9).
+DIRECT_HANDOFF_MIN_SLOTS = 4
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
 # runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort).

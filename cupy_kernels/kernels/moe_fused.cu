@@ -26,8 +26,8 @@
 //   moe_gemm{1,2}_direct, _direct4 (1-2 tokens, configs `direct`: 3 blocks per SM, `direct4`: 4, from
 //                     8 slots): no moe_sort; grid (row blocks, slots), each block maps its slot's id itself
 //                     (GEMM1 writes local_ids for moe_combine); GEMM2 issues its weight copies before its
-//                     wait, which from 8 slots is for its own slot's GEMM1 blocks only (per-slot counters:
-//                     direct_wait_slot), else the grid wait.
+//                     wait, which from 4 slots (moe.py DIRECT_HANDOFF_MIN_SLOTS) is for its own slot's
+//                     GEMM1 blocks only (per-slot counters: direct_wait_slot), else the grid wait.
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
 //                     resets the direct GEMMs' per-slot counters when given them.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
