@@ -89,7 +89,7 @@ CONFIGS = {
     "decode": (32, 8, 128, 0),         # MT=2, NT=1, 4 warps split K (reduced through smem)
     # no sort: one block row per slot; each warp's whole K range of weights copied to smem at once
     "direct": (32, 1, 256, direct_smem),    # 8 warps split K, <= 3 superblocks each; 3 blocks per SM
-    "direct4": (32, 1, 256, direct_smem),   # the same kernel at 64 registers: 4 blocks per SM
+    "direct4": (32, 1, 256, direct_smem),   # the same kernel at 64 registers, 4 blocks per SM (only on request)
     "mid": (32, 32, 128, 0),           # MT=2, NT=4, 4 warps split K
     "large": (128, 64, 128, 0),        # MT=2, NT=8, 4 warps split rows, activations from L1/L2
     # activations, weights and scales staged through shared memory by cp.async, 8 warps
@@ -397,10 +397,11 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:             # 1-2 tokens. direct: no sort, one block row per slot (an expert shared by
         # two slots is read twice, so only where that is rare); decode: sorted tiles, split-K over 4 warps
-        # direct4 (4 blocks per SM) from 8 slots: H200, 120b T=2 ids path -1..-2 us; at 4 slots it is
-        # slower (T=1 +3.8 us: GEMM1 gains, the layer loses it around GEMM2; BENCHMARKS v16)
+        # direct4 (the same kernel at 4 blocks per SM) is not chosen: since v17's epilogue it spills and is
+        # slower at 8 slots too (H200, 120b T=2, same call, direct / direct4: ids 41.1-41.6 / 41.7-42.0 us,
+        # routed 43.9-44.2 / 44.6-44.8; at 4 slots T=1 +3.8 us in v16; BENCHMARKS v16, v17)
         if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K:
-            return "direct4" if n_slots >= 8 else "direct"
+            return "direct"
         return "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)

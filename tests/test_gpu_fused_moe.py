@@ -42,7 +42,7 @@ def pair_bf16x2(words, p):
 
 def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(4, 128) == "direct"                      # 120b, 1 token
-    assert fm.choose_config(8, 128) == "direct4"                     # 120b, 2 tokens
+    assert fm.choose_config(8, 128) == "direct"                      # 120b, 2 tokens
     assert fm.choose_config(8, 32) == "decode"                       # 20b, 2 tokens: shared experts likely
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K) == "direct"
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"

@@ -23,8 +23,8 @@
 //                     <= 128 tokens, or the last two of 193..256, in hopper).
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
-//   moe_gemm{1,2}_direct, _direct4 (1-2 tokens, configs `direct`: 3 blocks per SM, `direct4`: 4, from
-//                     8 slots): no moe_sort; grid (row blocks, slots), each block maps its slot's id itself
+//   moe_gemm{1,2}_direct, _direct4 (1-2 tokens, configs `direct`: 3 blocks per SM, `direct4`: 4, on
+//                     request): no moe_sort; grid (row blocks, slots), each block maps its slot's id itself
 //                     (GEMM1 writes local_ids for moe_combine); GEMM2 issues its weight copies before its
 //                     wait, which from 4 slots (moe.py DIRECT_HANDOFF_MIN_SLOTS) is for its own slot's
 //                     GEMM1 blocks only (per-slot counters: direct_wait_slot), else the grid wait.
@@ -1003,9 +1003,10 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         moe_gemm_direct_body<KS, MAXSB, false>(D, [&] { direct_wait_slot(D); });                        \
     }
 // 32 rows per block, 8 warps x up to 3 superblocks in flight. direct: 3 blocks per SM (80 registers);
-// direct4: 4 (64 registers, 32 warps per SM), from 8 slots (moe.py choose_config). H200, 120b, ids path
-// in one call against direct: T=2 42.7 -> 40.5 us, but T=1 25.8 -> 29.6 us (there GEMM1 alone gains
-// 16.1 -> 15.6 us, and the layer loses it back around GEMM2; BENCHMARKS v16).
+// direct4: 4 (64 registers, 32 warps per SM), only on request (config="direct4"). H200, 120b, ids path
+// against direct: v16 T=2 42.7 -> 40.5 us, T=1 25.8 -> 29.6 us (GEMM1 alone gains 16.1 -> 15.6 us, the
+// layer loses it back around GEMM2); since v17's epilogue it spills 24 bytes and T=2 is slower too
+// (41.1-41.6 -> 41.7-42.0), so choose_config no longer picks it (BENCHMARKS v16, v17).
 DEFINE_GEMM_DIRECT(direct, 8, 3, 3)
 DEFINE_GEMM_DIRECT(direct4, 8, 3, 4)
 
