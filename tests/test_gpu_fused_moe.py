@@ -51,6 +51,17 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(16384, 128, hopper=True) == "hopper192"  # 120b, 4096 tokens: 128 per expert
 
 
+def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
+    """direct_smem is the kernels' layout (row, superblock slots, split-K sums); at the gpt-oss K (2880,
+    and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's 228 KB with the
+    1 KB the hardware reserves per block, or the launch bounds silently lose a block per SM."""
+    assert fm.direct_smem(2880 // 32) == 2880 * 2 + 23 * 2176 + 8 * 128 == 56832
+    assert fm.direct_smem(2) == 64 * 2 + 2176 + 1024                 # K = 64: one superblock
+    sm_bytes, reserved = 228 * 1024, 1024
+    assert 4 * (fm.direct_smem(2880 // 32) + reserved) <= sm_bytes
+    assert 3 * (fm.direct_smem(fm.DIRECT_MAX_K // 32) + reserved) <= sm_bytes
+
+
 def test_code_bit_placement_is_a_permutation_and_pairs_decode():
     pos = fm.code_bit_positions()
     assert sorted(pos.ravel().tolist()) == list(range(32))
