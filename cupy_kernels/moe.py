@@ -400,9 +400,7 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
         # direct4 (the same kernel at 4 blocks per SM) is not chosen: since v17's epilogue it spills and is
         # slower at 8 slots too (H200, 120b T=2, same call, direct / direct4: ids 41.1-41.6 / 41.7-42.0 us,
         # routed 43.9-44.2 / 44.6-44.8; at 4 slots T=1 +3.8 us in v16; BENCHMARKS v16, v17)
-        if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K:
-            return "direct"
-        return "decode"
+        return "direct" if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)

@@ -950,8 +950,9 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     // (g, t) takes value t from its own column 2t: v0..v3 = rows g and g + 8 of groups 0 and 1. Each warp
     // leaves those 32 values behind the slots, one barrier, and lane l of warp 0 adds value l of the KS
     // warps in warp order and finishes it. (Before v17 every lane stored and warp 0 summed all 8
-    // accumulator values of each lane: 64 shared loads a lane and a second barrier. Same bits; H200,
-    // 1 token, same call: 120b ids path 26.2 -> 25.2 us, routed 29.0 -> 27.9; BENCHMARKS v17.)
+    // accumulator values of each lane: 64 shared loads a lane and a second barrier. The outputs of the
+    // two forms hashed equal in v17's A/B calls; H200, 1 token, same call: 120b ids path 26.2 -> 25.2 us,
+    // routed 29.0 -> 27.9; BENCHMARKS v17.)
     cp_async_wait<0>();
     const float v0 = acc[0][0][0] + acc2[0][0], v1 = acc[0][0][2] + acc2[0][2];
     const float v2 = acc[1][0][0] + acc2[1][0], v3 = acc[1][0][2] + acc2[1][2];
