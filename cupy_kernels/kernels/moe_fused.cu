@@ -736,6 +736,17 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 __device__ __forceinline__ void cp_async16s(u32 saddr, const void* gmem, int src_bytes) {   // shared address
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(saddr), "l"(gmem), "r"(src_bytes));
 }
+// An L2 cache policy that evicts the lines it brings in first (createpolicy, sm_80+), and a 16-byte copy
+// under such a policy: for weights that one forward reads exactly once (the direct kernels), so that they
+// do not push out of L2 what the forward reads again (see issue() in moe_gemm_direct_body).
+__device__ __forceinline__ unsigned long long l2_evict_first_policy() {
+    unsigned long long p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ void cp_async16s_evict_first(u32 saddr, const void* gmem, unsigned long long pol) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(saddr), "l"(gmem), "l"(pol));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -748,6 +759,7 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // group per superblock) into its own shared memory, then computes superblock i as soon as group i has
 // landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
+// The weight and scale copies are evict-first in L2 (read once per forward; see issue()).
 // Padded K is at most KS * MAXSB * 128 (3072; fused_moe checks it, the kernel traps beyond it).
 // Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + nsb * 2176 + KS * 128 bytes, nsb =
 // ceil(kblocks / 4): the warps' superblock slots packed back to back (warp w's first at its first
@@ -856,7 +868,14 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         for (int c = tid; c < D.A.kblocks * 4; c += 32 * KS) cp_async16(xsm + 8 * c, D.A.X + xr * D.A.ldx + 8 * c, 16);
         cp_async_commit();
     };
+    // The weight and scale copies are marked evict-first in L2. At 1 token the forward streams 53 MB of
+    // weights (120b), more than the 50 MB L2; with normal priority they can evict the small data that
+    // every forward reads again on its critical path (the logits, the ids, the activation row, biases,
+    // kernel code). That is the presumed cause of the gain, which was measured but not profiled per item:
+    // H200, same call, routed / ids path (us): 120b T=1 27.7-28.2 -> 26.8-26.9 / 25.5-25.7 -> 24.8-25.1,
+    // T=2 44.2-45.3 -> 42.7-43.0, 20b T=1 27.6-27.7 -> 26.5-26.8; output hashes equal (BENCHMARKS v18).
     auto issue = [&]() {                                            // this warp's superblocks sb0 .. sb1-1
+        const unsigned long long pol = l2_evict_first_policy();
 #pragma unroll
         for (int i = 0; i < MAXSB; ++i) {
             const int sb = sb0 + i;
@@ -864,12 +883,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                 const u32 st = wsm_s + i * 2176;
 #pragma unroll
                 for (int m = 0; m < 2; ++m) {
-                    cp_async16s(st + m * 1024 + 16 * lane, wg[m] + sb * 64 + lane, 16);
-                    cp_async16s(st + m * 1024 + 16 * (lane + 32), wg[m] + sb * 64 + lane + 32, 16);
+                    cp_async16s_evict_first(st + m * 1024 + 16 * lane, wg[m] + sb * 64 + lane, pol);
+                    cp_async16s_evict_first(st + m * 1024 + 16 * (lane + 32), wg[m] + sb * 64 + lane + 32, pol);
                 }
                 const bool sm = lane >= 4;                          // lanes 0-3: scales of group 0, 4-7: group 1
                 if (lane < 8)
-                    cp_async16s(st + 2048 + 16 * lane, (sm ? sg[1] : sg[0]) + (long)sb * D.A.rows_p + 4 * (lane & 3), 16);
+                    cp_async16s_evict_first(st + 2048 + 16 * lane, (sm ? sg[1] : sg[0]) + (long)sb * D.A.rows_p + 4 * (lane & 3), pol);
             }
             cp_async_commit();                                      // empty groups keep the count uniform
         }
