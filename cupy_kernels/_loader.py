@@ -70,21 +70,23 @@ def kernel_source(filename: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _load(filename: str, name_expressions: tuple, device_id: int):
+def _load(filename: str, name_expressions: tuple, device_id: int, options: tuple):
     cp = cupy()
     dev = cp.cuda.Device(device_id)
     with dev:
         arch = ("-arch=sm_90a",) if filename in SM90A_FILES and str(dev.compute_capability) == "90" else ()
-        mod = cp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS + NVRTC_ONLY_OPTIONS + arch,
+        mod = cp.RawModule(code=kernel_source(filename), options=options + NVRTC_ONLY_OPTIONS + arch,
                            name_expressions=name_expressions or None)
         mod.compile()
     return mod
 
 
 def load_module(filename: str, name_expressions=()):
-    """cupy.RawModule of kernels/<filename> for the current device (compiled once per device)."""
+    """cupy.RawModule of kernels/<filename> for the current device, compiled once per device and per value
+    of COMPILE_OPTIONS (an A/B script that adds a -D switch at run time gets a new module, not the cached
+    one; the cache once ignored the options, and such scripts silently timed the first variant only)."""
     cp = cupy()
-    return _load(filename, tuple(name_expressions), cp.cuda.Device().id)
+    return _load(filename, tuple(name_expressions), cp.cuda.Device().id, tuple(COMPILE_OPTIONS))
 
 
 def get_kernel(filename: str, name: str, name_expressions=()):

@@ -73,3 +73,42 @@ def test_loader_pastes_headers_once():
     assert not re.search(r'^\s*#\s*include\s+"', src, re.M)
     assert src.count("MXK_HD mxk_u32 mxk_scale_byte(") == 1
     assert not re.search(r"^\s*#\s*pragma\s+once", src, re.M)
+
+
+def test_loader_caches_a_module_per_compile_options(monkeypatch):
+    """load_module compiles once per (file, names, device, COMPILE_OPTIONS): the same options give the cached
+    module, changed options a new one built with them (CuPy replaced by a recorder: no GPU needed)."""
+    from cupy_kernels import _loader
+
+    class Device:
+        id, compute_capability = 0, "80"
+
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            self.options = options
+
+        def compile(self):
+            pass
+
+    fake = type("FakeCupy", (), {"cuda": type("cuda", (), {"Device": Device}), "RawModule": RawModule})
+    monkeypatch.setattr(_loader, "cupy", lambda: fake)
+    _loader._load.cache_clear()
+    try:
+        first = _loader.load_module("route.cu")
+        assert _loader.load_module("route.cu") is first
+        monkeypatch.setattr(_loader, "COMPILE_OPTIONS", COMPILE_OPTIONS + ("-DMXK_PROBE=1",))
+        other = _loader.load_module("route.cu")
+        assert other is not first and "-DMXK_PROBE=1" in other.options
+        monkeypatch.setattr(_loader, "COMPILE_OPTIONS", COMPILE_OPTIONS)
+        assert _loader.load_module("route.cu") is first
+    finally:
+        _loader._load.cache_clear()                 # no fake module may outlive the test
