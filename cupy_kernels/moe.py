@@ -147,11 +147,20 @@ _FUNCS = {}
 _SMEM_SET = {}
 
 
+def kernel_config(name: str) -> str | None:
+    """The configuration (a key of CONFIGS) that a GEMM kernel name moe_gemm{1,2}_<cfg> belongs to; None for
+    the other kernels of moe_fused.cu."""
+    for prefix in ("moe_gemm1_", "moe_gemm2_"):
+        if name.startswith(prefix) and name[len(prefix):] in CONFIGS:
+            return name[len(prefix):]
+    return None
+
+
 def _kernel(name: str, smem: int = 0):
     f = _FUNCS.get(name)
     if f is None:
         f = _FUNCS[name] = _module().get_function(name)
-        if name.endswith(("_direct", "_direct4")):
+        if kernel_config(name) in DIRECT_CONFIGS:
             # the largest carveout rather than the driver's heuristic: direct4's 4 blocks per SM need
             # nearly all of the 228 KB as shared memory (direct's timings in BENCHMARKS v16 were taken
             # with it too)

@@ -62,6 +62,16 @@ def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
     assert 3 * (fm.direct_smem(fm.DIRECT_MAX_K // 32) + reserved) <= sm_bytes
 
 
+def test_kernel_config_names_every_gemm_kernel_and_only_those():
+    """kernel_config maps moe_gemm{1,2}_<cfg> back to its configuration (the direct kernels get the full
+    shared-memory carveout through it) and nothing else to any configuration."""
+    for cfg in fm.CONFIGS:
+        assert fm.kernel_config(f"moe_gemm1_{cfg}") == cfg and fm.kernel_config(f"moe_gemm2_{cfg}") == cfg
+    assert {c for c in fm.CONFIGS if fm.kernel_config(f"moe_gemm1_{c}") in fm.DIRECT_CONFIGS} == {"direct", "direct4"}
+    for name in ("moe_combine", "moe_sort", "moe_gemm1_naive", "moe_gemm1_direct_x", "moe_permute_x", "direct"):
+        assert fm.kernel_config(name) is None, name
+
+
 def test_code_bit_placement_is_a_permutation_and_pairs_decode():
     pos = fm.code_bit_positions()
     assert sorted(pos.ravel().tolist()) == list(range(32))
