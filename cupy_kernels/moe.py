@@ -116,6 +116,11 @@ DIRECT_MAX_K = 8 * 3 * 128
 # 20b T=1 27.3-28.0 / 27.2-27.8, the ids path equal (BENCHMARKS v17; before v17's epilogue the counters
 # were slower at T=1: 28.3-28.6 / 28.7-28.9).
 DIRECT_HANDOFF_MIN_SLOTS = 4
+# moe_forward routes with route.cu's mx_route_lean where it applies (routing.lean_applies: softmax with
+# renormalization, top_k <= 8, <= 256 tokens): the one-warp kernel's bits with only the code that path runs.
+# H200, graph replays of moe_forward, same process, mx_route / mx_route_lean (us): 120b T=1 26.9 / 26.2,
+# T=2 42.9 / 42.4, 20b T=1 26.8 / 26.5, T=2 54.5 / 54.0 (BENCHMARKS v19).
+LEAN_ROUTING = True
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
 # runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort).
@@ -663,7 +668,7 @@ def moe_forward(x, router_logits, weights, top_k: int, *, renormalize: bool = Tr
         ws.route_ids = cp.empty((T, top_k), cp.int32)
         ws.route_bad = cp.zeros((1,), cp.int32)
     _routing.launch(logits, in_dtype, int(top_k), 0, bool(renormalize), False, ws.route_w, ws.route_ids,
-                    ws.route_bad)
+                    ws.route_bad, lean=LEAN_ROUTING)
     return fused_moe(x, dw, ws.route_w, ws.route_ids, activation=activation, workspace=ws, config=cfg,
                      pdl=pdl, _chained=True)
 

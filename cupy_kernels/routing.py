@@ -25,7 +25,8 @@ KERNEL_FILE = "route.cu"
 _PL = (1, 2, 4, 8)
 _K = (1, 2, 4, 8)
 NAMES = (tuple(f"mx_route<{i}, {p}>" for i in range(3) for p in _PL)
-         + tuple(f"mx_route_fast<{i}, {kk}>" for i in range(3) for kk in _K))
+         + tuple(f"mx_route_fast<{i}, {kk}>" for i in range(3) for kk in _K)
+         + tuple(f"mx_route_lean<{i}, {p}, 8>" for i in range(3) for p in _PL))
 _IN = {"float32": 0, "float16": 1, "bfloat16": 2}
 _SCORING = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}
 MAX_EXPERTS = 32 * _PL[-1]
@@ -110,12 +111,21 @@ def fast_applies(top_k: int, scoring: int, renormalize: bool) -> bool:
     return top_k <= _K[-1] and (scoring != _SCORING["softmax"] or renormalize)
 
 
+def lean_applies(T: int, top_k: int, scoring: int, renormalize: bool, order_id: bool) -> bool:
+    """Whether launch(..., lean=True) runs mx_route_lean: softmax with renormalization in selection order,
+    top_k <= 8, where the one-warp kernel runs (T <= LATENCY_MAX_TOKENS)."""
+    return (scoring == _SCORING["softmax"] and renormalize and not order_id and top_k <= 8
+            and T <= LATENCY_MAX_TOKENS)
+
+
 def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_id: bool,
-           weights, ids, bad, naive: bool = False, counts=None) -> None:
+           weights, ids, bad, naive: bool = False, counts=None, lean: bool = False) -> None:
     """Enqueue the routing kernel (no checks, no synchronization: for benchmarks and graphs). The
     8-lanes kernel where it applies and T > LATENCY_MAX_TOKENS or counts are wanted, else one warp per token.
     counts: int32 (ceil(T / TOKENS_PER_ROW), E): also write each row of tokens' expert histogram (the
-    fast kernel only; align.launch(..., counted=TOKENS_PER_ROW * top_k) then skips its count kernel)."""
+    fast kernel only; align.launch(..., counted=TOKENS_PER_ROW * top_k) then skips its count kernel).
+    lean=True (moe_forward): where lean_applies, mx_route_lean: the same bits, without the non-finite check
+    (``bad`` is not written)."""
     T, E = x.shape
     if T == 0:
         return
@@ -133,6 +143,12 @@ def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_
         raise ValueError("counts: only the 8-lanes-per-token kernel writes them (top_k <= 8, not softmax "
                          "without renormalization, naive=False)")
     pl = next(p for p in _PL if 32 * p >= E)
+    if lean and lean_applies(T, top_k, scoring, renormalize, order_id):
+        k = get_kernel(KERNEL_FILE, f"mx_route_lean<{_IN[in_dtype]}, {pl}, 8>", NAMES)
+        warps = THREADS // 32
+        k((grid_for(T, warps, cap=1 << 16),), (THREADS,),
+          (x, np.int32(T), np.int32(E), np.int32(top_k), weights, ids))
+        return
     k = get_kernel(KERNEL_FILE, f"mx_route<{_IN[in_dtype]}, {pl}>", NAMES)
     warps = THREADS // 32
     k((grid_for(T, warps, cap=1 << 16),), (THREADS,),

@@ -51,6 +51,15 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(16384, 128, hopper=True) == "hopper192"  # 120b, 4096 tokens: 128 per expert
 
 
+def test_lean_routing_applies_only_where_the_one_warp_kernel_runs():
+    """lean_applies: softmax with renormalization in selection order, top_k <= 8, <= 256 tokens."""
+    from cupy_kernels import routing
+    assert routing.lean_applies(1, 4, 0, True, False) and routing.lean_applies(256, 8, 0, True, False)
+    for args in [(257, 4, 0, True, False), (1, 9, 0, True, False), (1, 4, 1, True, False),
+                 (1, 4, 2, True, False), (1, 4, 0, False, False), (1, 4, 0, True, True)]:
+        assert not routing.lean_applies(*args), args
+
+
 def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
     """direct_smem is the kernels' layout (row, superblock slots, split-K sums); at the gpt-oss K (2880,
     and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's 228 KB with the

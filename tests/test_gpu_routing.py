@@ -196,3 +196,39 @@ def test_align_block_shapes(cp, ck, monkeypatch, ipb, warps):
     assert np.array_equal(got[1].get(), i_want)
     for g, wv in zip(got[2:], want):
         assert np.array_equal(g.get(), wv)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("E", [8, 32, 128, 256])
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_lean_routing_kernel_gives_the_one_warp_kernels_bits(cp, E, k, dtype):
+    """mx_route_lean (moe_forward's routing: softmax with renormalization, selection order) writes the
+    one-warp reference kernel's ids and weights bit for bit over random, tied, +-0 and non-finite logits
+    and 1..256 tokens (several blocks)."""
+    from cupy_kernels import routing
+    if k > E:
+        pytest.skip("top_k > num_experts")
+    rng = np.random.default_rng(E * 10 + k)
+    for T, kind in [(1, "random"), (2, "ties"), (7, "zeros"), (3, "nonfinite"), (256, "random")]:
+        x = rng.standard_normal((T, E)).astype(np.float32)
+        if kind == "ties":
+            x = rng.integers(-2, 3, (T, E)).astype(np.float32)
+        elif kind == "zeros":
+            x = np.where(rng.random((T, E)) < 0.5, np.float32(0.0), np.float32(-0.0)).astype(np.float32)
+        elif kind == "nonfinite":       # moe_forward does not check: both kernels select on the same keys
+            x[0, E // 2], x[1, 0], x[1, E - 1], x[2, 1] = np.inf, -np.inf, np.nan, -np.nan
+        if dtype == "bfloat16":
+            xg, name = cp.asarray(x.astype(ml_dtypes.bfloat16).view(np.uint16)), "bfloat16"
+        else:
+            xg, name = cp.asarray(x.astype(dtype)), dtype
+        assert routing.lean_applies(T, k, 0, True, False)
+        out = {}
+        for lean in (False, True):
+            w, i, bad = cp.full((T, k), np.nan, cp.float32), cp.full((T, k), -7, cp.int32), cp.zeros(1, cp.int32)
+            routing.launch(xg, name, k, 0, True, False, w, i, bad, naive=not lean, lean=lean)
+            out[lean] = (cp.asnumpy(w).view(np.uint32), cp.asnumpy(i))
+        assert (out[True][1] >= 0).all() and (out[True][1] < E).all()
+        np.testing.assert_array_equal(out[True][1], out[False][1], err_msg=f"ids T={T} {kind}")
+        np.testing.assert_array_equal(out[True][0], out[False][0], err_msg=f"weights T={T} {kind}")
+
