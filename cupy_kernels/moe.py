@@ -410,11 +410,14 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     reduction axis of the two GEMMs (max(Hp, Ip); `direct` needs <= DIRECT_MAX_K)."""
     per_expert = n_slots / max(1, min(num_experts, n_slots))
     if n_slots <= 8:             # 1-2 tokens. direct: no sort, one block row per slot (an expert shared by
-        # two slots is read twice, so only where that is rare); decode: sorted tiles, split-K over 4 warps
-        # direct4 (the same kernel at 4 blocks per SM) is not chosen: since v17's epilogue it spills and is
-        # slower at 8 slots too (H200, 120b T=2, same call, direct / direct4: ids 41.1-41.6 / 41.7-42.0 us,
-        # routed 43.9-44.2 / 44.6-44.8; at 4 slots T=1 +3.8 us in v16; BENCHMARKS v16, v17)
-        return "direct" if 8 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
+        # two slots is read twice); decode: sorted tiles, split-K over 4 warps. direct wins where some
+        # experts are shared too: 20b T=2 (8 slots on 32 experts: the two tokens share half an expert on
+        # average), H200, same call, direct / decode: ids 41.2 / 52.3-52.7 us, moe_forward 42.5 / 54.0-54.3
+        # (BENCHMARKS v19). Not measured with fewer experts per slot. direct4 (the same kernel at 4 blocks
+        # per SM) is not chosen: since v17's epilogue it spills and is slower at 8 slots too (H200, 120b
+        # T=2, same call, direct / direct4: ids 41.1-41.6 / 41.7-42.0 us, routed 43.9-44.2 / 44.6-44.8; at
+        # 4 slots T=1 +3.8 us in v16; BENCHMARKS v16, v17)
+        return "direct" if 4 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)
