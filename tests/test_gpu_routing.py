@@ -231,4 +231,3 @@ def test_lean_routing_kernel_gives_the_one_warp_kernels_bits(cp, E, k, dtype):
         assert (out[True][1] >= 0).all() and (out[True][1] < E).all()
         np.testing.assert_array_equal(out[True][1], out[False][1], err_msg=f"ids T={T} {kind}")
         np.testing.assert_array_equal(out[True][0], out[False][0], err_msg=f"weights T={T} {kind}")
-
