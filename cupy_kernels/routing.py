@@ -143,14 +143,12 @@ def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_
         raise ValueError("counts: only the 8-lanes-per-token kernel writes them (top_k <= 8, not softmax "
                          "without renormalization, naive=False)")
     pl = next(p for p in _PL if 32 * p >= E)
-    if lean and lean_applies(T, top_k, scoring, renormalize, order_id):
-        k = get_kernel(KERNEL_FILE, f"mx_route_lean<{_IN[in_dtype]}, {pl}, 8>", NAMES)
-        warps = THREADS // 32
-        k((grid_for(T, warps, cap=1 << 16),), (THREADS,),
-          (x, np.int32(T), np.int32(E), np.int32(top_k), weights, ids))
-        return
-    k = get_kernel(KERNEL_FILE, f"mx_route<{_IN[in_dtype]}, {pl}>", NAMES)
-    warps = THREADS // 32
-    k((grid_for(T, warps, cap=1 << 16),), (THREADS,),
-      (x, np.int32(T), np.int32(E), np.int32(top_k), np.int32(scoring), np.int32(renormalize),
-       np.int32(order_id), weights, ids, bad))
+    if lean and lean_applies(T, top_k, scoring, renormalize, order_id):     # one warp per token, no loop
+        name, args = f"mx_route_lean<{_IN[in_dtype]}, {pl}, 8>", (x, np.int32(T), np.int32(E), np.int32(top_k),
+                                                                  weights, ids)
+    else:
+        name, args = f"mx_route<{_IN[in_dtype]}, {pl}>", (x, np.int32(T), np.int32(E), np.int32(top_k),
+                                                          np.int32(scoring), np.int32(renormalize),
+                                                          np.int32(order_id), weights, ids, bad)
+    k = get_kernel(KERNEL_FILE, name, NAMES)
+    k((grid_for(T, THREADS // 32, cap=1 << 16),), (THREADS,), args)

@@ -61,6 +61,31 @@ def test_lean_routing_applies_only_where_the_one_warp_kernel_runs():
         assert not routing.lean_applies(*args), args
 
 
+def test_routing_launch_sends_lean_only_where_it_applies(monkeypatch):
+    """routing.launch(lean=True) launches mx_route_lean (one of the module's name expressions) with its six
+    arguments where lean_applies, and mx_route with its ten everywhere else (a recorder in place of the
+    kernel: no GPU needed)."""
+    from cupy_kernels import routing
+    calls = []
+    monkeypatch.setattr(routing, "get_kernel", lambda f, name, names: (
+        lambda grid, block, args: calls.append((name, name in names, grid, block, args))))
+    w, i, bad = object(), object(), object()
+    for T, E, k, lean, naive, want in [(1, 128, 4, True, False, "mx_route_lean<2, 4, 8>"),
+                                       (256, 32, 8, True, True, "mx_route_lean<2, 1, 8>"),
+                                       (1, 128, 4, False, False, "mx_route<2, 4>"),
+                                       (300, 128, 4, True, True, "mx_route<2, 4>"),
+                                       (1, 128, 9, True, False, "mx_route<2, 4>")]:
+        x = types.SimpleNamespace(shape=(T, E))
+        routing.launch(x, "bfloat16", k, 0, True, False, w, i, bad, naive=naive, lean=lean)
+        name, known, grid, block, args = calls.pop()
+        assert (name, known, block, grid) == (want, True, (256,), (-(-T // 8),)), (T, E, k, lean)
+        assert args[0] is x and [int(a) for a in args[1:4]] == [T, E, k]
+        if name.startswith("mx_route_lean"):
+            assert len(args) == 6 and args[4:] == (w, i)
+        else:
+            assert len(args) == 10 and [int(a) for a in args[4:7]] == [0, 1, 0] and args[7:] == (w, i, bad)
+
+
 def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
     """direct_smem is the kernels' layout (row, superblock slots, split-K sums); at the gpt-oss K (2880,
     and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's 228 KB with the
