@@ -473,6 +473,18 @@ struct SmemCols {
 
 // Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
 // PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
+// The epilogue's rounding points (spec 12, the bf16 pipeline), for moe_epilogue and the direct kernels
+// alike. GEMM1: the activation of the biased gate and up sums, times the router weight gamma when it is
+// applied on the input, rounded to bf16. GEMM2: the biased sum times gemm2_scale (gamma, or 1 when gamma
+// was applied on the input), rounded to bf16.
+__device__ __forceinline__ u16 gemm1_out(const GemmArgs& A, float gate, float up, float gamma) {
+    float v = activation(A.act, gate, up);
+    if (A.weight_on_input) v *= gamma;                    // gamma scales the activation output
+    return f32_to_bf16(v);
+}
+__device__ __forceinline__ float gemm2_scale(const GemmArgs& A, float gamma) { return A.weight_on_input ? 1.0f : gamma; }
+__device__ __forceinline__ u16 gemm2_out(float sum, float scale) { return f32_to_bf16(sum * scale); }
+
 // The thread's bias values (rows row0 + 16m + g and + 8): loaded once.
 template <int MT>
 __device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row0, int g, float (&blo)[MT],
@@ -504,14 +516,13 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
                 const int r = row0 + 16 * m + g;
                 float lo = acc[m][n][j], hi = acc[m][n][2 + j];
                 if (GATED) {
-                    float v = activation(A.act, lo + blo[m], hi + bhi[m]);
-                    if (A.weight_on_input) v *= wgt;          // gamma scales the activation output
+                    const u16 v = gemm1_out(A, lo + blo[m], hi + bhi[m], wgt);
                     const int ch = (row0 + 16 * m) / 2 + g;
-                    A.out[(long)pos * A.ldo + (PERM ? kperm(ch) : ch)] = f32_to_bf16(v);
+                    A.out[(long)pos * A.ldo + (PERM ? kperm(ch) : ch)] = v;
                 } else {
-                    const float w = A.weight_on_input ? 1.0f : wgt;
-                    if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = f32_to_bf16((lo + blo[m]) * w);
-                    if (r + 8 < A.out_rows) A.out[(long)slot * A.ldo + r + 8] = f32_to_bf16((hi + bhi[m]) * w);
+                    const float w = gemm2_scale(A, wgt);
+                    if (r < A.out_rows) A.out[(long)slot * A.ldo + r] = gemm2_out(lo + blo[m], w);
+                    if (r + 8 < A.out_rows) A.out[(long)slot * A.ldo + r + 8] = gemm2_out(hi + bhi[m], w);
                 }
             }
         }
@@ -986,15 +997,12 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         s = (row0 + 16 * em < D.A.rows_real) ? s : 0.0f;   // a padding group: as if not computed
         if (GATED) {
             const float hi = __shfl_down_sync(0xffffffffu, s, 1);      // row g + 8: the odd lane's
-            if ((t & 1) == 0) {
-                float v = activation(D.A.act, s + elo, hi + ehi);
-                if (D.A.weight_on_input) v *= gamma;              // gamma scales the activation output
-                D.A.out[(long)slot * D.A.ldo + (row0 + 16 * em) / 2 + g] = f32_to_bf16(v);
-            }
+            if ((t & 1) == 0)
+                D.A.out[(long)slot * D.A.ldo + (row0 + 16 * em) / 2 + g] = gemm1_out(D.A, s + elo, hi + ehi, gamma);
         } else {
             const int r = erow + 8 * (t & 1);
-            const float w = D.A.weight_on_input ? 1.0f : gamma;
-            if (r < D.A.out_rows) D.A.out[(long)slot * D.A.ldo + r] = f32_to_bf16(((t & 1) ? s + ehi : s + elo) * w);
+            const float w = gemm2_scale(D.A, gamma);
+            if (r < D.A.out_rows) D.A.out[(long)slot * D.A.ldo + r] = gemm2_out((t & 1) ? s + ehi : s + elo, w);
         }
         if (GATED && D.done) {                      // this block's intermediate rows are written: count it
             __syncwarp();                           // the warp's stores, then one release add (as a semaphore)
