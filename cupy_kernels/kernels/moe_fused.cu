@@ -473,18 +473,6 @@ struct SmemCols {
 
 // Epilogue: the thread holds rows (g, g+8) x tokens (2t, 2t+1) of each (m, n) accumulator tile.
 // PERM (GEMM1 only): write the intermediate in the Hopper path's permuted column order.
-// The epilogue's rounding points (spec 12, the bf16 pipeline), for moe_epilogue and the direct kernels
-// alike. GEMM1: the activation of the biased gate and up sums, times the router weight gamma when it is
-// applied on the input, rounded to bf16. GEMM2: the biased sum times gemm2_scale (gamma, or 1 when gamma
-// was applied on the input), rounded to bf16.
-__device__ __forceinline__ u16 gemm1_out(const GemmArgs& A, float gate, float up, float gamma) {
-    float v = activation(A.act, gate, up);
-    if (A.weight_on_input) v *= gamma;                    // gamma scales the activation output
-    return f32_to_bf16(v);
-}
-__device__ __forceinline__ float gemm2_scale(const GemmArgs& A, float gamma) { return A.weight_on_input ? 1.0f : gamma; }
-__device__ __forceinline__ u16 gemm2_out(float sum, float scale) { return f32_to_bf16(sum * scale); }
-
 // The thread's bias values (rows row0 + 16m + g and + 8): loaded once.
 template <int MT>
 __device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row0, int g, float (&blo)[MT],
@@ -496,6 +484,20 @@ __device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row
         bhi[m] = __ldg(bias + row0 + 16 * m + g + 8);
     }
 }
+
+// The epilogue's rounding points (spec 12, the bf16 pipeline), for moe_epilogue and the direct kernels
+// alike. GEMM1: the activation of the biased gate and up sums, times the router weight gamma when it is
+// applied on the input, rounded to bf16. GEMM2: the biased sum times gemm2_scale (gamma, or 1 when gamma
+// was applied on the input), rounded to bf16.
+__device__ __forceinline__ u16 gemm1_out(const GemmArgs& A, float gate, float up, float gamma) {
+    float v = activation(A.act, gate, up);
+    if (A.weight_on_input) v *= gamma;                    // gamma scales the activation output
+    return f32_to_bf16(v);
+}
+__device__ __forceinline__ float gemm2_scale(const GemmArgs& A, float gamma) {
+    return A.weight_on_input ? 1.0f : gamma;
+}
+__device__ __forceinline__ u16 gemm2_out(float sum, float scale) { return f32_to_bf16(sum * scale); }
 
 template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
 __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], const float (&blo)[MT],

@@ -88,6 +88,14 @@ __device__ __forceinline__ double mxk_sum_by_id(double v, int id, int k, int lan
     return acc;
 }
 
+// Softmax over the k selected, renormalized (also "topk_softmax"), in float64: lane j < k holds the j-th
+// selected logit my_v and its id; row_max is the first selection (the largest). exp(my_v - row_max) over the
+// sum of the k such terms in ascending id order. mx_route and mx_route_lean share it: the same bits.
+__device__ __forceinline__ double mxk_softmax_selected(float my_v, float row_max, int my_id, int k, int lane) {
+    const double e = exp((double)my_v - (double)row_max);
+    return e / mxk_sum_by_id(e, my_id, k, lane);
+}
+
 // float64 -> float32, round to nearest even; the hardware conversion unless the result is (or may
 // round to) a float32 subnormal, which -ftz=true could flush: then the integer conversion.
 __device__ __forceinline__ float mxk_to_f32(double w) {
@@ -163,11 +171,11 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
                 w = s;
             }
         } else {
-            const double m = (double)row_max;
-            const double e = exp((double)my_v - m);
             if (scoring == MXK_SCORE_TOPK_SOFTMAX || renormalize) {
-                w = e / mxk_sum_by_id(e, my_id, k, lane);
+                w = mxk_softmax_selected(my_v, row_max, my_id, k, lane);
             } else {
+                const double m = (double)row_max;
+                const double e = exp((double)my_v - m);
                 double acc = 0.0;                       // all E, ascending id, left to right
                 for (int p = 0; p < PL; p++) {
                     for (int src = 0; src < 32; src++) {
@@ -196,7 +204,8 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
 
 // Kernel mx_route_lean<IN, PL, K> (moe_forward at few tokens): softmax with renormalization, selection
 // order, top_k <= K, no non-finite check; one warp per token, one load round, k rounds of the same warp
-// arg-max and the same float64 weight expression as mx_route, so the same bits. Only the code that path
+// arg-max (mxk_select_round) and the same float64 weights (mxk_softmax_selected) as mx_route, so the same
+// bits. Only the code that path
 // runs is in it: mx_route measured +1.4 us at 1 token for code added but not run (BENCHMARKS v18), and
 // this kernel in its place -0.3..-0.7 us (H200, v19).
 template <int IN, int PL, int K>
@@ -219,9 +228,7 @@ __global__ void __launch_bounds__(256) mx_route_lean(const void* __restrict__ lo
         if (r >= k) break;
         mxk_select_round<PL>(key, r, lane, my_v, my_id);
     }
-    const float row_max = __shfl_sync(0xFFFFFFFFu, my_v, 0);
-    const double e = exp((double)my_v - (double)row_max);
-    const double w = e / mxk_sum_by_id(e, my_id, k, lane);
+    const double w = mxk_softmax_selected(my_v, __shfl_sync(0xFFFFFFFFu, my_v, 0), my_id, k, lane);
     if (lane < k) {
         weights[t * k + lane] = mxk_to_f32(w);
         ids[t * k + lane] = my_id;
