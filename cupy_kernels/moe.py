@@ -2,7 +2,9 @@
 
 Same names, arguments and numerics as the spec (``mxfp4ref.moe.forward.fused_moe``, ``pipeline="bf16"``):
 bf16 hidden states, MXFP4 weights dequantized in registers to bf16 (exactly), fp32 accumulation on tensor
-cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 above 16 tokens per expert), fp32 bias and activation
+cores (``mma.sync`` m16n8k16; ``wgmma`` on sm_90 above 16 tokens per expert; at 1-2 tokens the ``direct``
+kernels feed the codes as bf16 values times 2**-126 and apply each E8M0 scale, a power of two, to its
+32-block's fp32 sum: the same exact products, summed in an order the error bound allows), fp32 bias and activation
 epilogue, bf16 intermediate, gamma = bf16(router weight), a bf16 row per (token, slot), the fp32 sum of a
 token's rows in slot order, bf16 output. No floating-point atomics: the same inputs give the same bits on
 every run.
@@ -62,9 +64,10 @@ def _stream_smem(kp):
 
 def direct_smem(kblocks):
     """Dynamic shared memory of moe_fused.cu's direct kernels for K = 32 * kblocks: the activation row (64
-    bytes a 32-block), the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks), then
-    the 8 warps' split-K sums (128 bytes a warp). K = 2880: 56832 bytes, so 4 blocks fit an SM (direct4)."""
-    return 64 * kblocks + -(-kblocks // 4) * 2176 + 8 * 128
+    bytes a 32-block), the superblock slots (2 KB of weights + 128 bytes of scales per 4 blocks), the 8
+    warps' split-K sums (128 bytes a warp), then 256 bytes of zeros (the mma's unused B columns).
+    K = 2880: 57088 bytes, so 4 blocks fit an SM (direct4)."""
+    return 64 * kblocks + -(-kblocks // 4) * 2176 + 8 * 128 + 256
 
 
 def _hopper_smem(warpgroups, tokens, stages):

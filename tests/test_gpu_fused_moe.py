@@ -87,11 +87,11 @@ def test_routing_launch_sends_lean_only_where_it_applies(monkeypatch):
 
 
 def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
-    """direct_smem is the kernels' layout (row, superblock slots, split-K sums); at the gpt-oss K (2880,
-    and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's 228 KB with the
-    1 KB the hardware reserves per block, or the launch bounds silently lose a block per SM."""
-    assert fm.direct_smem(2880 // 32) == 2880 * 2 + 23 * 2176 + 8 * 128 == 56832
-    assert fm.direct_smem(2) == 64 * 2 + 2176 + 1024                 # K = 64: one superblock
+    """direct_smem is the kernels' layout (row, superblock slots, split-K sums, 256 bytes of zeros); at the
+    gpt-oss K (2880, and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's
+    228 KB with the 1 KB the hardware reserves per block, or the launch bounds silently lose a block per SM."""
+    assert fm.direct_smem(2880 // 32) == 2880 * 2 + 23 * 2176 + 8 * 128 + 256 == 57088
+    assert fm.direct_smem(2) == 64 * 2 + 2176 + 1024 + 256           # K = 64: one superblock
     sm_bytes, reserved = 228 * 1024, 1024
     assert 4 * (fm.direct_smem(2880 // 32) + reserved) <= sm_bytes
     assert 3 * (fm.direct_smem(fm.DIRECT_MAX_K // 32) + reserved) <= sm_bytes
@@ -263,6 +263,42 @@ def test_large_scale_bytes_take_the_exact_path():
     for cfg in ("stream", "stream16", "decode", "direct", "direct4", "tiled32"):
         out = fm.fused_moe(x, fm.to_device(w), tw, ids, config=cfg)
         assert_within_bound(out, x, w, tw, ids)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["at 2**16", "huge and tiny", "x * 2**-60", "subnormal x", "every 7th tiny",
+                                  "scale bytes 0, 1, 127"])
+@pytest.mark.parametrize("T", [1, 2])
+def test_direct_scaled_domain_edges(case, T):
+    """The direct kernels' scaled domain (codes as value * 2**-126, the row * 2**112, each 32-block's sum
+    times 2**(s - 113)) at its edges: row values at and beyond 2**16 (the warp takes the exact path),
+    tiny and subnormal rows (products near the fp32 underflow), and scale bytes 0 and 1."""
+    E, H, I, k = 16, 2880, 640, 4
+    w = random_moe_weights(E, H, I, seed=5)
+    rng = np.random.default_rng(7)
+    x = random_x(rng, T, H).astype(np.float32)
+    if case == "at 2**16":
+        x[:, 5] = 65536.0
+        x[:, 2000] = 65280.0                             # the largest bf16 below 2**16: scaled
+    elif case == "huge and tiny":
+        x[:, 100] = 3e30
+        x[:, 7] = -1e-30
+    elif case == "x * 2**-60":
+        x *= 2.0 ** -60
+    elif case == "subnormal x":
+        x *= 2.0 ** -128
+    elif case == "every 7th tiny":
+        x[:, ::7] *= 2.0 ** -100
+    else:
+        s13 = w.w13_weight_scale.copy()
+        s13[:, :, 3] = 0
+        s13[:, ::3, 5] = 1
+        s13[:, ::5, 8] = 127
+        w = MoEWeights(w.w13_weight, s13, w.w2_weight, w.w2_weight_scale, w.w13_bias, w.w2_bias, w.gate_up)
+    x = x.astype(BF16)
+    tw, ids = random_routing(rng, T, E, k)
+    out = fm.fused_moe(x, fm.to_device(w), tw, ids, config="direct")
+    assert_within_bound(out, x, w, tw, ids)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -170,6 +170,29 @@ __device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// D = A B (a zero accumulator: the first mma of a 32-block's chain in the direct kernels).
+__device__ __forceinline__ void mma_bf16_z(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(0.0f));
+}
+
+// The direct kernels' scaled domain (see moe_gemm_direct_body): the codes enter the mma as fp4pair's
+// value * 2**-126 and the activations as x * 2**112, so a 32-block's sum comes out times 2**-14, and
+// 2**(s - 113) = 2**(s - 127) * 2**14 applies its scale byte s (exact: a power of two, normal for s < 128).
+// Byte b of sw to bits 16..23 (prmt), then * 128 + (14 << 23): the fp32 bits of 2**(s - 113).
+__device__ __forceinline__ float block_scale_f32(u32 sw, int b) {
+    return __uint_as_float(__byte_perm(sw, 0u, 0x4044u | ((u32)b << 8)) * 128u + 0x07000000u);
+}
+constexpr u32 BF16X2_2P112 = 0x77807780u, BF16X2_2PM112 = 0x07800780u;   // 2**112, 2**-112 in both lanes
+// Nonzero when a bf16 lane of v has |x| >= 2**16 (exponent field >= 143: also inf and NaN), where
+// x * 2**112 would overflow: per lane, the exponent field minus 143 with bit 15 as the borrow guard.
+__device__ __forceinline__ u32 x_unscalable(u32 v) {
+    return (((v & 0x7f807f80u) | 0x80008000u) - 0x47804780u) & 0x80008000u;
+}
+
 __device__ __forceinline__ float activation(int act, float g, float u) {
     if (act == ACT_SWIGLUOAI) {
         g = (g > 7.0f) ? 7.0f : g;                                // min(g, limit); NaN passes through
@@ -773,12 +796,15 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // landed: every weight byte of the layer is in flight at once, not one or two superblocks per warp. The
 // slot's activation row is staged once per block. Fixed-order split-K reduction through shared memory.
 // The weight and scale copies are evict-first in L2 (read once per forward; see issue()).
+// The E8M0 scales are applied per 32-block in fp32 (the scaled domain, see the compute loop): no
+// per-element bf16 multiply, except on the exact fallback path (scale bytes >= 128, |x| >= 2**16).
 // Padded K is at most KS * MAXSB * 128 (3072; fused_moe checks it, the kernel traps beyond it).
-// Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + nsb * 2176 + KS * 128 bytes, nsb =
+// Dynamic smem (moe.py direct_smem): 64 * kblocks (the row) + nsb * 2176 + KS * 128 + 256 bytes, nsb =
 // ceil(kblocks / 4): the warps' superblock slots packed back to back (warp w's first at its first
-// superblock sb0), then the split-K sums (32 floats a warp: the block has one output column, see the
-// reduction). At K = 2880 that is 56832 bytes, so 4 blocks (direct4: 32 warps, 64 registers a thread)
-// fit an SM's 228 KB, where unpacked slots and a separate 8 KB reduction buffer allowed 3.
+// superblock sb0), the split-K sums (32 floats a warp: the block has one output column, see the
+// reduction), then 256 bytes of zeros (the mma's unused B columns). At K = 2880 that is 57088 bytes, so
+// 4 blocks (direct4: 32 warps, 64 registers a thread) fit an SM's 228 KB, where unpacked slots and a
+// separate 8 KB reduction buffer allowed 3.
 // A GEMM2 block of a dropped slot waits for GEMM1 before it exits (see there).
 struct DirectArgs {
     GemmArgs A;              // X: GEMM1 x [T, ldx], GEMM2 the intermediate [n_slots, ldx]; no sort outputs
@@ -906,6 +932,9 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
             cp_async_commit();                                      // empty groups keep the count uniform
         }
     };
+    float* red = reinterpret_cast<float*>(slots + nsb * 2176);       // [KS][32] split-K sums
+    uint4* const zsm = reinterpret_cast<uint4*>(red + 32 * KS);     // [16] zeros
+    if (tid < 16) zsm[tid] = make_uint4(0u, 0u, 0u, 0u);
     if (GATED) {                                                    // row (group 0), then the weights
         stage_row();
         issue();
@@ -917,6 +946,36 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         cp_async_wait<0>();                                         // the row (and the weights) landed
     }
     __syncthreads();                                                // ... everyone's part
+    // The warp's K range of the row times 2**112, in place (exact), unless one of its values is out of
+    // range (|x| >= 2**16, inf, NaN): then the warp keeps the row as it is and takes the exact path.
+    // Only this warp reads this range, so a warp barrier suffices.
+    bool xbad;
+    {
+        constexpr int J = (MAXSB * 16 + 31) / 32;                   // 16-byte chunks per lane
+        const int c1 = min(sb1 * 16, D.A.kblocks * 4);
+        uint4 v[J];
+        u32 bad = 0;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            const int c = sb0 * 16 + lane + 32 * j;
+            if (c < c1) {
+                v[j] = *reinterpret_cast<const uint4*>(xsm + 8 * c);
+                bad |= x_unscalable(v[j].x) | x_unscalable(v[j].y) | x_unscalable(v[j].z) | x_unscalable(v[j].w);
+            }
+        }
+        xbad = __any_sync(0xffffffffu, bad != 0u);
+        if (!xbad) {
+#pragma unroll
+            for (int j = 0; j < J; ++j) {
+                const int c = sb0 * 16 + lane + 32 * j;
+                if (c < c1)
+                    *reinterpret_cast<uint4*>(xsm + 8 * c) =
+                        make_uint4(bf16x2_mul(v[j].x, BF16X2_2P112), bf16x2_mul(v[j].y, BF16X2_2P112),
+                                   bf16x2_mul(v[j].z, BF16X2_2P112), bf16x2_mul(v[j].w, BF16X2_2P112));
+            }
+        }
+        __syncwarp();
+    }
     // The epilogue's operands, loaded now (warp 0). Lane (g, t) finishes value t of its row pair: 16-row
     // group m = t / 2, row g (t even) or g + 8 (t odd); GATED, the even lane takes the odd one's sum.
     float elo = 0.0f, ehi = 0.0f, gamma = 0.0f;
@@ -926,12 +985,22 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         ehi = __ldg(bias + 8);
         gamma = bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)));
     }
-    float acc[2][1][4], acc2[2][4];
-#pragma unroll
-    for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[m][0][i] = acc2[m][i] = 0.0f;
-    // the warp's whole K range (at most MAXSB superblocks, all in flight): compute each as its group lands
+    // The scaled domain. Per 32-block, the mma chain sums the codes as bf16 bit patterns (fp4pair: value *
+    // 2**-126, exact; 0.5 is a bf16 subnormal, which the tensor cores take as such) times the row * 2**112,
+    // so C = the block's exact products * 2**-14 summed in fp32, and acc += C * 2**(s - 113) applies the
+    // block's scale exactly (a power of two): the products of the spec's dequantized bf16 weights, summed
+    // per 32-block, then over blocks (an fp32 order the spec's error bound allows: spec 12.4). No
+    // per-element multiply: ~220 instead of ~294 instructions a superblock (sm_90a SASS, BENCHMARKS v21).
+    // Underflow: a product or 32-block sum below 2**-126 here is below 2**(s - 239) <= 2**-112 in the
+    // layer (s < 128); 3072 of them stay below the spec's 2**-100 floor.
+    // Both 16-row groups share one C: group 0's B has the row in columns 0-3 (lanes g < 4; lanes g >= 4
+    // read the zeros) and group 1's in columns 4-7, so lane (g, t) finds rows g and g + 8 of group t / 2
+    // in C[0] and C[2] and keeps value t: row 16 (t / 2) + 8 (t % 2) + g, whose scale word it loads.
+    // Exact path (a scale byte >= 128 in the warp's superblock, or xbad): dequant_blk's exact bf16
+    // weights and the unscaled row (times 2**-112 again, exact, unless xbad), acc += C.
+    float acc = 0.0f;
+    const int own_scale = 2048 + 4 * (16 * (t >> 1) + 8 * (t & 1) + g);
+    const u16* const xz = reinterpret_cast<const u16*>(zsm) + 8 * t;
 #pragma unroll
     for (int i = 0; i < MAXSB; ++i) {
         cp_async_wait_n(MAXSB - 1 - i);                         // a constant once the loop is unrolled
@@ -940,56 +1009,75 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         if (sb >= sb1) break;
         const unsigned char* st = wsm + i * 2176;
         uint4 wv[2][2];
-        u32 sv[2][2];
-        u32 big = 0;
 #pragma unroll
         for (int m = 0; m < 2; ++m)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
+            for (int h = 0; h < 2; ++h)
                 wv[m][h] = *reinterpret_cast<const uint4*>(st + m * 1024 + 16 * ((8 * h + g) * 4 + t));
-                sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
-                big |= big_scales(sv[m][h]);
-            }
+        const u32 sw = *reinterpret_cast<const u32*>(st + own_scale);
+        const u16* const xr = xsm + sb * 128 + 8 * t;               // 32-block b at + 32 b
+        const u16* const xb0 = (g < 4) ? xr : xz;                   // group 0's B column g
+        const u16* const xb1 = (g < 4) ? xz : xr;                   // group 1's
         // full: all 4 blocks of the superblock hold data (every superblock but maybe the last): no bound check
-        auto step = [&](auto slow, auto full) {
+        auto step = [&](auto exact, auto full) {
+            constexpr bool EXACT = decltype(exact)::value;
+            u32 sv[2][2];
+            if (EXACT) {
+#pragma unroll
+                for (int m = 0; m < 2; ++m)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        sv[m][h] = *reinterpret_cast<const u32*>(st + 2048 + 4 * (16 * m + 8 * h + g));
+            }
 #pragma unroll
             for (int b = 0; b < 4; ++b) {
                 const int blk = sb * 4 + b;
                 if (!decltype(full)::value && blk >= D.A.kblocks) break;
-                // B fragment: every token column holds the row (a broadcast load, no predicate); only
-                // column 0 is used (the epilogue writes the tile's count = 1 column)
-                const uint4 xv = *reinterpret_cast<const uint4*>(xsm + blk * 32 + 8 * t);
+                uint4 xv[2] = {*reinterpret_cast<const uint4*>(xb0 + 32 * b),
+                               *reinterpret_cast<const uint4*>(xb1 + 32 * b)};
+                if (EXACT && !xbad) {
+#pragma unroll
+                    for (int m = 0; m < 2; ++m)
+                        xv[m] = make_uint4(bf16x2_mul(xv[m].x, BF16X2_2PM112), bf16x2_mul(xv[m].y, BF16X2_2PM112),
+                                           bf16x2_mul(xv[m].z, BF16X2_2PM112), bf16x2_mul(xv[m].w, BF16X2_2PM112));
+                }
+                float c[4];
 #pragma unroll
                 for (int m = 0; m < 2; ++m) {
-                    u32 a0[4], a1[4];
+                    u32 a0[4], a1[4];                               // rows g, g + 8 of group m
                     const u32 q0 = (b == 0) ? wv[m][0].x : (b == 1) ? wv[m][0].y : (b == 2) ? wv[m][0].z : wv[m][0].w;
                     const u32 q1 = (b == 0) ? wv[m][1].x : (b == 1) ? wv[m][1].y : (b == 2) ? wv[m][1].z : wv[m][1].w;
-                    dequant_blk<decltype(slow)::value>(q0, sv[m][0], b, a0);
-                    dequant_blk<decltype(slow)::value>(q1, sv[m][1], b, a1);
-                    mma_bf16(acc[m][0], a0[0], a1[0], a0[1], a1[1], xv.x, xv.y);
-                    mma_bf16(acc2[m], a0[2], a1[2], a0[3], a1[3], xv.z, xv.w);
+                    if (EXACT) {
+                        dequant_blk<true>(q0, sv[m][0], b, a0);
+                        dequant_blk<true>(q1, sv[m][1], b, a1);
+                    } else {
+#pragma unroll
+                        for (int p = 0; p < 4; ++p) {
+                            a0[p] = fp4pair(q0, p);
+                            a1[p] = fp4pair(q1, p);
+                        }
+                    }
+                    if (m == 0) mma_bf16_z(c, a0[0], a1[0], a0[1], a1[1], xv[0].x, xv[0].y);
+                    else mma_bf16(c, a0[0], a1[0], a0[1], a1[1], xv[1].x, xv[1].y);
+                    mma_bf16(c, a0[2], a1[2], a0[3], a1[3], xv[m].z, xv[m].w);
                 }
+                const float v = (t & 1) ? c[2] : c[0];
+                acc = EXACT ? acc + v : fmaf(v, block_scale_f32(sw, b), acc);
             }
         };
-        const bool slow = warp_needs_slow(big);
+        const bool exact = xbad || warp_needs_slow(big_scales(sw));   // the warp's 32 words cover all 32 rows
         if (sb * 4 + 4 <= D.A.kblocks) {
-            if (slow) step(BoolC<true>(), BoolC<true>()); else step(BoolC<false>(), BoolC<true>());
+            if (exact) step(BoolC<true>(), BoolC<true>()); else step(BoolC<false>(), BoolC<true>());
         } else {
-            if (slow) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
+            if (exact) step(BoolC<true>(), BoolC<false>()); else step(BoolC<false>(), BoolC<false>());
         }
     }
-    // Split-K. Every token column of B holds the row, so every column of C is the row's sum, and lane
-    // (g, t) takes value t from its own column 2t: v0..v3 = rows g and g + 8 of groups 0 and 1. Each warp
-    // leaves those 32 values behind the slots, one barrier, and lane l of warp 0 adds value l of the KS
-    // warps in warp order and finishes it. (Before v17 every lane stored and warp 0 summed all 8
-    // accumulator values of each lane: 64 shared loads a lane and a second barrier. The outputs of the
-    // two forms hashed equal in v17's A/B calls; H200, 1 token, same call: 120b ids path 26.2 -> 25.2 us,
-    // routed 29.0 -> 27.9; BENCHMARKS v17.)
+    // Split-K: each warp leaves its 32 values (lane l: value l, above) behind the slots, one barrier, and
+    // lane l of warp 0 adds value l of the KS warps in warp order and finishes it. (Before v17 every lane
+    // stored and warp 0 summed all 8 accumulator values of each lane: 64 shared loads a lane and a second
+    // barrier; H200, 1 token, same call: 120b ids path 26.2 -> 25.2 us, routed 29.0 -> 27.9; BENCHMARKS v17.)
     cp_async_wait<0>();
-    const float v0 = acc[0][0][0] + acc2[0][0], v1 = acc[0][0][2] + acc2[0][2];
-    const float v2 = acc[1][0][0] + acc2[1][0], v3 = acc[1][0][2] + acc2[1][2];
-    float* red = reinterpret_cast<float*>(slots + nsb * 2176);            // [KS][32]
-    red[32 * warp + lane] = (t == 0) ? v0 : (t == 1) ? v1 : (t == 2) ? v2 : v3;
+    red[32 * warp + lane] = acc;
     __syncthreads();
     if (warp == 0) {
         float s = 0.0f;
