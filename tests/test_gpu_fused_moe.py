@@ -301,6 +301,26 @@ def test_direct_scaled_domain_edges(case, T):
     assert_within_bound(out, x, w, tw, ids)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 2])
+def test_direct_scaled_domain_takes_the_half_code_as_a_subnormal(T):
+    """Every weight code +-0.5: the scaled domain hands the mma bf16 subnormals (2**-127) only. A tensor
+    core that flushed them would give the biases alone, far outside the bound (checked with and without
+    biases)."""
+    E, H, I, k = 8, 2880, 640, 4
+    rng = np.random.default_rng(12)
+    half = lambda shape: (rng.choice(np.array([0x11, 0x19, 0x91, 0x99], np.uint8), shape))   # codes 1 and 9
+    sc = lambda shape: rng.integers(118, 124, shape, dtype=np.uint8)
+    for bias in (True, False):
+        b = (lambda shape: (rng.standard_normal(shape) * 0.1).astype(np.float32)) if bias else (lambda shape: None)
+        w = MoEWeights(half((E, 2 * I, H // 2)), sc((E, 2 * I, H // 32)), half((E, H, I // 2)), sc((E, H, I // 32)),
+                       b((E, 2 * I)), b((E, H)), "interleaved")
+        x = random_x(rng, T, H)
+        tw, ids = random_routing(rng, T, E, k)
+        out, exact = assert_within_bound(fm.fused_moe(x, fm.to_device(w), tw, ids, config="direct"), x, w, tw, ids)
+        assert np.abs(exact).max() > 1e-3 and np.abs(out.astype(np.float64)).max() > 1e-3
+
+
 # --------------------------------------------------------------------------------------------------
 # GPU: the layer against the spec's error bound
 # --------------------------------------------------------------------------------------------------
