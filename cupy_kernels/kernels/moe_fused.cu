@@ -28,6 +28,8 @@
 //                     (GEMM1 writes local_ids for moe_combine); GEMM2 issues its weight copies before its
 //                     wait, which from 4 slots (moe.py DIRECT_HANDOFF_MIN_SLOTS) is for its own slot's
 //                     GEMM1 blocks only (per-slot counters: direct_wait_slot), else the grid wait.
+//                     They apply the E8M0 scales per 32-block in fp32, not per element (the scaled domain:
+//                     see moe_gemm_direct_body), with the exact dequantization as a per-warp fallback.
 //   moe_combine       one thread per (token, 8 hidden): fp32 sum of the valid slots in slot order -> bf16;
 //                     resets the direct GEMMs' per-slot counters when given them.
 //   moe_gemm1_naive / moe_gemm2_naive: one thread per output value, scalar fp32, same rounding points;
