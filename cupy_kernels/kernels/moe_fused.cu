@@ -172,15 +172,6 @@ __device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// D = A B (a zero accumulator: the first mma of a 32-block's chain in the direct kernels).
-__device__ __forceinline__ void mma_bf16_z(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
-        : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(0.0f));
-}
-
 // The direct kernels' scaled domain (see moe_gemm_direct_body): the codes enter the mma as fp4pair's
 // value * 2**-126 and the activations as x * 2**112, so a 32-block's sum comes out times 2**-14, and
 // 2**(s - 113) = 2**(s - 127) * 2**14 applies its scale byte s (exact: a power of two, normal for s < 128).
@@ -1043,7 +1034,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                         xv[m] = make_uint4(bf16x2_mul(xv[m].x, BF16X2_2PM112), bf16x2_mul(xv[m].y, BF16X2_2PM112),
                                            bf16x2_mul(xv[m].z, BF16X2_2PM112), bf16x2_mul(xv[m].w, BF16X2_2PM112));
                 }
-                float c[4];
+                float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};                // this 32-block's chain alone
 #pragma unroll
                 for (int m = 0; m < 2; ++m) {
                     u32 a0[4], a1[4];                               // rows g, g + 8 of group m
@@ -1059,8 +1050,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
                             a1[p] = fp4pair(q1, p);
                         }
                     }
-                    if (m == 0) mma_bf16_z(c, a0[0], a1[0], a0[1], a1[1], xv[0].x, xv[0].y);
-                    else mma_bf16(c, a0[0], a1[0], a0[1], a1[1], xv[1].x, xv[1].y);
+                    mma_bf16(c, a0[0], a1[0], a0[1], a1[1], xv[m].x, xv[m].y);
                     mma_bf16(c, a0[2], a1[2], a0[3], a1[3], xv[m].z, xv[m].w);
                 }
                 const float v = (t & 1) ? c[2] : c[0];

@@ -205,9 +205,8 @@ __global__ void __launch_bounds__(256) mx_route(const void* __restrict__ logits,
 // Kernel mx_route_lean<IN, PL, K> (moe_forward at few tokens): softmax with renormalization, selection
 // order, top_k <= K, no non-finite check; one warp per token, one load round, k rounds of the same warp
 // arg-max (mxk_select_round) and the same float64 weights (mxk_softmax_selected) as mx_route, so the same
-// bits. Only the code that path
-// runs is in it: mx_route measured +1.4 us at 1 token for code added but not run (BENCHMARKS v18), and
-// this kernel in its place -0.3..-0.7 us (H200, v19).
+// bits. Only the code that path runs is in it: mx_route measured +1.4 us at 1 token for code added but not
+// run (BENCHMARKS v18), and this kernel in its place -0.3..-0.7 us (H200, v19).
 template <int IN, int PL, int K>
 __global__ void __launch_bounds__(256) mx_route_lean(const void* __restrict__ logits, int T, int E, int k,
                                                      float* __restrict__ weights, int* __restrict__ ids) {
