@@ -976,7 +976,7 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
         const float* bias = D.A.bias + (long)expert * D.A.rows_p + row0 + 16 * (t >> 1) + g;
         elo = __ldg(bias);
         ehi = __ldg(bias + 8);
-        gamma = bf16_to_f32(f32_to_bf16(__ldcg(D.A.topk_w + slot)));
+        gamma = __ldcg(D.A.topk_w + slot);              // rounded to bf16 in the epilogue (see there)
     }
     // The scaled domain. Per 32-block, the mma chain sums the codes as bf16 bit patterns (fp4pair: value *
     // 2**-126, exact; 0.5 is a bf16 subnormal, which the tensor cores take as such) times the row * 2**112,
@@ -1072,6 +1072,10 @@ __device__ __forceinline__ void moe_gemm_direct_body(const DirectArgs& D, const 
     red[32 * warp + lane] = acc;
     __syncthreads();
     if (warp == 0) {
+        // gamma is rounded only here: rounded right after its load, it made warp 0 wait for that L2 round trip
+        // before its first superblock, which in GEMM2 (whose weights have landed by then) delayed the block
+        // (H200, same process: moe_forward at 1 token -0.2 to -0.3 us, 2 tokens equal; BENCHMARKS v22)
+        gamma = bf16_to_f32(f32_to_bf16(gamma));
         float s = 0.0f;
 #pragma unroll
         for (int k2 = 0; k2 < KS; ++k2) s += red[32 * k2 + lane];
