@@ -24,9 +24,10 @@ from ._loader import cupy, get_kernel
 KERNEL_FILE = "route.cu"
 _PL = (1, 2, 4, 8)
 _K = (1, 2, 4, 8)
+_LEAN_K = 8                 # mx_route_lean's K (route.cu's MXK_LEAN instantiations): top_k up to it
 NAMES = (tuple(f"mx_route<{i}, {p}>" for i in range(3) for p in _PL)
          + tuple(f"mx_route_fast<{i}, {kk}>" for i in range(3) for kk in _K)
-         + tuple(f"mx_route_lean<{i}, {p}, 8>" for i in range(3) for p in _PL))
+         + tuple(f"mx_route_lean<{i}, {p}, {_LEAN_K}>" for i in range(3) for p in _PL))
 _IN = {"float32": 0, "float16": 1, "bfloat16": 2}
 _SCORING = {"softmax": 0, "topk_softmax": 1, "sigmoid": 2}
 MAX_EXPERTS = 32 * _PL[-1]
@@ -114,7 +115,7 @@ def fast_applies(top_k: int, scoring: int, renormalize: bool) -> bool:
 def lean_applies(T: int, top_k: int, scoring: int, renormalize: bool, order_id: bool) -> bool:
     """Whether launch(..., lean=True) runs mx_route_lean: softmax with renormalization in selection order,
     top_k <= 8, where the one-warp kernel runs (T <= LATENCY_MAX_TOKENS)."""
-    return (scoring == _SCORING["softmax"] and renormalize and not order_id and top_k <= 8
+    return (scoring == _SCORING["softmax"] and renormalize and not order_id and top_k <= _LEAN_K
             and T <= LATENCY_MAX_TOKENS)
 
 
@@ -144,8 +145,8 @@ def launch(x, in_dtype: str, top_k: int, scoring: int, renormalize: bool, order_
                          "without renormalization, naive=False)")
     pl = next(p for p in _PL if 32 * p >= E)
     if lean and lean_applies(T, top_k, scoring, renormalize, order_id):     # one warp per token, no loop
-        name, args = f"mx_route_lean<{_IN[in_dtype]}, {pl}, 8>", (x, np.int32(T), np.int32(E), np.int32(top_k),
-                                                                  weights, ids)
+        name = f"mx_route_lean<{_IN[in_dtype]}, {pl}, {_LEAN_K}>"
+        args = (x, np.int32(T), np.int32(E), np.int32(top_k), weights, ids)
     else:
         name, args = f"mx_route<{_IN[in_dtype]}, {pl}>", (x, np.int32(T), np.int32(E), np.int32(top_k),
                                                           np.int32(scoring), np.int32(renormalize),
