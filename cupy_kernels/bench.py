@@ -7,7 +7,9 @@ Per kernel and size: median time of CUDA-event-timed launches after warm-up, byt
 input read once + each output written once), GB/s, the fraction of the device-to-device copy
 bandwidth measured at the start of this run (bytes read + written by cupy's copy of 1 GiB), and the
 peer's number from the same run where one exists (triton_kernels ``downcast_to_mxfp`` /
-``upcast_from_mxfp`` on the same bf16 matrix, through .peers/bench_triton_kernels.py).
+``upcast_from_mxfp`` on the same bf16 matrix, through .peers/bench_triton_kernels.py). The
+fused_moe rows give their fraction of the layer's roofline instead, against ceilings measured
+through their own part of the run (bench_fused_moe.Ceilings).
 
 Extending: write ``def bench_x(ctx) -> list[dict]`` decorated with ``@register("x")``; each row dict
 has at least ``kernel``, ``size``, ``time_us``, and optionally ``bytes``, ``peer_us``,
@@ -378,13 +380,14 @@ def _peer_routing(ctx: Ctx, T, E, k):
 def bench_fused_moe(ctx: Ctx):
     """The full gpt-oss MoE layer (GPU routing + fused_moe, CUDA-graph replay) for gpt-oss-120b and -20b
     at 1..16384 tokens, with triton_kernels' time from the same run (cupy_kernels/bench_fused_moe.py)."""
-    from .bench_fused_moe import MODELS, TOKENS, layer_rows, measure_ceilings
-    _, rate = measure_ceilings()
+    from .bench_fused_moe import MODELS, TOKENS, Ceilings, layer_rows
+    ceilings = Ceilings()
     peers = os.path.dirname(os.path.abspath(ctx.peers)) if ctx.peers else None
-    rows = layer_rows(list(MODELS), TOKENS, reps=ctx.reps, peers=peers, bw=ctx.copy_GBps, rate=rate, verbose=False)
+    rows = layer_rows(list(MODELS), TOKENS, reps=ctx.reps, peers=peers, ceilings=ceilings, verbose=False)
+    print(f"fused_moe rooflines: {ceilings.describe()}", flush=True)
     return [{"kernel": f"fused_moe {r['model']} ({r['config']})", "size": f"T={r['tokens']}", "time_us": r["ours_us"],
              "peer_us": r["triton_us"],
-             "note": f"{100 * r['frac_roofline']:.0f}% of roofline {r['roofline_us']:.0f} us"} for r in rows]
+             "note": f"{100 * r['frac_roofline']:.0f}% of roofline {r['roofline_us']:.1f} us"} for r in rows]
 
 
 def fmt_table(rows, copy_GBps, gpu) -> str:

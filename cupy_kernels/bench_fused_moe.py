@@ -3,20 +3,27 @@
     python -m cupy_kernels.bench_fused_moe [--models gpt-oss-120b,gpt-oss-20b] [--tokens 1,4,...]
                                            [--peers .peers] [--reps 50] [--cold-l2] [--json FILE]
 
-Per (model, tokens): our time (CUDA-graph replay of moe_forward = GPU routing + the fused layer; median of
-per-replay device-event times), triton_kernels'
-time (``.peers/bench_triton_kernels.py`` TritonKernelsLayer: routing + 2 matmul_ogs, graph replay,
-median), their ratio, and our fraction of the roofline: max(touched weight bytes / copy bandwidth,
-flops / bf16 matmul rate), both ceilings measured at the start of the run on this card.
+Per (model, tokens): our time and triton_kernels' (``.peers/bench_triton_kernels.py`` TritonKernelsLayer:
+routing + 2 matmul_ogs), both timed as triton.testing.do_bench_cudagraph(rep=200, median) times the peer:
+~200 ms of forwards back to back in one CUDA graph, per-forward time = elapsed / count, median of 10 such
+replays. Ours is moe_forward = GPU routing + the fused layer. Also printed: ours timed one graph replay per
+event pair (median of --reps), which adds the graph launch in front of each forward. Then their ratio,
+and our fraction of the roofline: max(touched weight bytes / copy bandwidth, flops / bf16 matmul rate).
+Each ceiling is the highest of several medians measured through the run on this card (before each model
+and at the end; see Ceilings): the rates move by up to 8% with what the card ran just before, and a
+ceiling taken in a slow moment would flatter every fraction. The rows are printed as
+they are timed, and again at the end with the roofline against the run's ceilings.
 Weights: random FP4 codes and scale bytes 118..123 (cupy random, on the device); x, logits random.
 Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit
 (at 1-4 tokens the touched weights are about L2's size). --cold-l2 writes a buffer of 4x the L2 size
-before every timed replay, outside the timed region, for both ours and the peer (the peer's forward then
-runs as one torch CUDA graph of TritonKernelsLayer.__call__ on the same inputs its own timer makes).
+before every timed replay, outside the timed region, for both ours and the peer; both are then timed one
+replay per event pair (the peer's forward as one torch CUDA graph of TritonKernelsLayer.__call__ on the
+same inputs its own timer makes).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 
@@ -27,7 +34,8 @@ TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384]
 
 
 def measure_ceilings():
-    """(copy GB/s counting read + write, bf16 matmul TFLOP/s via torch or None)."""
+    """(copy GB/s counting read + write, bf16 matmul TFLOP/s via torch or None): the median of 10 timed runs
+    each, after a few untimed ones."""
     import cupy as cp
     n = 1 << 30
     a = cp.empty(n, cp.uint8)
@@ -45,6 +53,7 @@ def measure_ceilings():
         ts.append(cp.cuda.get_elapsed_time(ev0, ev1))
     bw = 2 * n / (np.median(ts) * 1e-3) / 1e9
     del a, b
+    cp.get_default_memory_pool().free_all_blocks()
     rate = None
     try:
         import torch
@@ -68,6 +77,44 @@ def measure_ceilings():
     except Exception as exc:                      # noqa: BLE001 - report and go on without torch
         print(f"# bf16 matmul ceiling not measured: {exc}", flush=True)
     return bw, rate
+
+
+class Ceilings:
+    """The run's two ceilings, each the highest of its medians measured at several points (``measure``).
+
+    The rates a card reaches move with its state (H200s, 2026-11-27): the copy median read 4130-4147 GB/s
+    while the card was busy with copies, 4023-4035 after 3 s idle following them, 4071 / 4175 at the start of
+    two bench processes of one call, and 4040 / 3751 / 3954 before each model and at the end of one full run
+    (3751 right after the 120b rows up to 16384 tokens); the bf16 rate fell from 790 to 698 TFLOP/s within
+    four rounds of matrix products. A slow moment only lowers a ceiling, so the highest median is the
+    estimate, and a fraction of the roofline never rests on one low reading. It is still a lower bound of
+    what the card can do: a run that starts on a hot card has no cool reading. Every measurement is kept
+    (``samples``)."""
+
+    def __init__(self):
+        self.samples = []                         # (tag, copy GB/s, bf16 TFLOP/s or None)
+
+    def measure(self, tag):
+        bw, rate = measure_ceilings()
+        self.samples.append((tag, bw, rate))
+        return bw, rate
+
+    @property
+    def copy_GBps(self):
+        return max(s[1] for s in self.samples)
+
+    @property
+    def bf16_TFLOPs(self):
+        rates = [s[2] for s in self.samples if s[2]]
+        return max(rates) if rates else None
+
+    def describe(self):
+        copies = ", ".join(f"{s[1]:.0f}" for s in self.samples)
+        text = f"copy {self.copy_GBps:.0f} GB/s (read+write; highest of {copies})"
+        if self.bf16_TFLOPs:
+            rates = ", ".join(f"{s[2]:.0f}" for s in self.samples if s[2])
+            text += f"; bf16 matmul {self.bf16_TFLOPs:.0f} TFLOP/s (highest of {rates})"
+        return text + "; measured " + ", ".join(s[0] for s in self.samples)
 
 
 def random_device_layer(E, H, I, seed=0):
@@ -146,10 +193,42 @@ def peer_cold_us(tk, T, reps, seed=1):
     return us
 
 
-def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False):
+def _unrolled_us(g, rep_ms=200.0, retries=10):
+    """Median us per forward of ``g`` (a MoEGraph) timed as triton.testing.do_bench_cudagraph times the
+    peer: estimate one forward (5 replays), capture n = rep_ms / estimate forwards back to back in one CUDA
+    graph, replay that graph ``retries`` times between two events, per-forward time = elapsed / n, median.
+    Unlike one replay per event pair, this leaves out the graph launch in front of every forward (inside a
+    model's graph a layer has none), and it times ~rep_ms of sustained load per sample, as the peer's."""
+    import cupy as cp
+    s = g.stream
+    ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
+    ev0.record(s)
+    for _ in range(5):
+        g.graph.launch(s)
+    ev1.record(s)
+    ev1.synchronize()
+    n = max(1, int(rep_ms / (cp.cuda.get_elapsed_time(ev0, ev1) / 5)))
+    with s:
+        s.begin_capture()
+        for _ in range(n):
+            g._fn()
+        big = s.end_capture()
+    ts = []
+    for _ in range(retries):
+        ev0.record(s)
+        big.launch(s)
+        ev1.record(s)
+        ev1.synchronize()
+        ts.append(cp.cuda.get_elapsed_time(ev0, ev1) / n)
+    del big
+    return float(np.median(ts) * 1e3)
+
+
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False, unrolled=False):
     """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
-    {kernel: us} if breakdown). pdl: programmatic dependent launches (None = where available).
-    cold_l2: L2 evicted before each timed replay."""
+    {kernel: us} if breakdown, us per forward timed as the peer is (_unrolled_us) if unrolled, else None).
+    pdl: programmatic dependent launches (None = where available). cold_l2: L2 evicted before each timed
+    replay."""
     import cupy as cp
     from .moe import MoEGraph, fused_moe
     g = MoEGraph(dw, T, k, config=config, routing=True, pdl=pdl)
@@ -161,6 +240,7 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
     scrub = cp.empty(l2_scrub_bytes(), cp.uint8) if cold_l2 else None
     us = _median_us(lambda: g.graph.launch(s), reps, s, scrub)
     del scrub
+    us_unrolled = _unrolled_us(g) if unrolled else None
     touched = int(np.unique(cp.asnumpy(g.workspace.route_ids)).size)
     parts = {}
     if breakdown:
@@ -170,21 +250,30 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
                       _launches=launches)
             for name, run in launches:
                 parts[name] = _median_us(run, max(5, reps // 2), s)
+    # Free the graphs now. MoEGraph holds itself in a cycle (its _fn), so `del g` alone leaves its CUDA graph
+    # to the cyclic collector, which may run while the peer's timer captures a torch graph: a cupy graph
+    # destroyed during a capture invalidates that capture (seen on an H200: the peer's do_bench_cudagraph
+    # failed with cudaErrorStreamCaptureInvalidated).
+    g.graph = None
     del g
-    return us, touched, parts
+    gc.collect()
+    return us, touched, parts, us_unrolled
 
 
-def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=False, verbose=True,
+def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=False, verbose=True,
                cold_l2=False):
     """Rows (dicts) of the layer benchmark: ours vs triton_kernels per (model, tokens). ``peers``: the
-    folder holding bench_triton_kernels.py and tk/ (None: no peer). bw GB/s, rate TFLOP/s (or None).
-    cold_l2: L2 evicted before every timed replay, ours and the peer's."""
+    folder holding bench_triton_kernels.py and tk/ (None: no peer). ``ceilings`` (a Ceilings): measured
+    before each model and once more at the end; the rows' rooflines use the run's highest medians
+    (set_roofline), so they are final only when this returns. cold_l2: L2 evicted before every timed
+    replay, ours and the peer's."""
     import cupy as cp
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"]
     dev = dev.decode() if isinstance(dev, bytes) else dev
     rows = []
     for name in models:
         E, k, H, I = MODELS[name]
+        ceilings.measure(f"before {name}")
         dw = random_device_layer(E, H, I)
         tk = None
         if peers:
@@ -196,7 +285,9 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
                 print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}"[:300], flush=True)
         rng = np.random.default_rng(0)
         for T in tokens:
-            us, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown, cold_l2=cold_l2)
+            us_replay, touched, parts, us_unrolled = time_ours(dw, T, k, rng, reps, config, breakdown,
+                                                               cold_l2=cold_l2, unrolled=not cold_l2)
+            us = us_replay if cold_l2 else us_unrolled
             if parts and verbose:
                 print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
                       flush=True)
@@ -206,20 +297,16 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
                     tk_us = peer_cold_us(tk, T, reps) if cold_l2 else tk.time_us(T)
                 except Exception as exc:          # noqa: BLE001
                     print(f"# triton_kernels failed at T={T}: {exc}"[:300], flush=True)
-            nbytes = touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2
-            flops = 2.0 * T * k * (2 * I * H + H * I)
-            roof = max(nbytes / (bw * 1e9), flops / (rate * 1e12) if rate else 0.0) * 1e6
             from .moe import _default_config
             row = dict(model=name, tokens=T, config=config or _default_config(T * k, dw), ours_us=us, triton_us=tk_us,
-                       touched=touched, roofline_us=roof, frac_roofline=roof / us, tflops=flops / us / 1e6,
-                       gbps=nbytes / us / 1e3, device=dev, l2="cold" if cold_l2 else "warm")
+                       ours_replay_us=us_replay, touched=touched,
+                       bytes=touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2,
+                       flops=2.0 * T * k * (2 * I * H + H * I), device=dev, l2="cold" if cold_l2 else "warm")
+            row["tflops"] = row["flops"] / us / 1e6
+            row["gbps"] = row["bytes"] / us / 1e3
             rows.append(row)
             if verbose:
-                ratio = f"{tk_us / us:6.2f}x" if tk_us else "   n/a"
-                tks = f"{tk_us:9.1f}" if tk_us else "      n/a"
-                print(f"{name:13s} T={T:6d} ours {us:9.1f} us  triton_kernels {tks} us  speedup {ratio}  "
-                      f"roofline {roof:8.1f} us ({100 * roof / us:5.1f}%)  {row['tflops']:6.1f} TFLOP/s  "
-                      f"{row['gbps']:6.0f} GB/s  experts {touched}  [{row['config']}]", flush=True)
+                print(format_row(row), flush=True)
         del dw, tk
         cp.get_default_memory_pool().free_all_blocks()
         try:
@@ -227,7 +314,30 @@ def layer_rows(models, tokens, *, reps, peers, bw, rate, config=None, breakdown=
             torch.cuda.empty_cache()
         except Exception:                          # noqa: BLE001
             pass
+    ceilings.measure("at the end")
+    set_roofline(rows, ceilings)
     return rows
+
+
+def set_roofline(rows, ceilings):
+    """roofline_us = max(bytes / copy rate, flops / bf16 rate) against the run's ceilings, and our fraction."""
+    bw, rate = ceilings.copy_GBps, ceilings.bf16_TFLOPs
+    for r in rows:
+        r["roofline_us"] = max(r["bytes"] / (bw * 1e9), r["flops"] / (rate * 1e12) if rate else 0.0) * 1e6
+        r["frac_roofline"] = r["roofline_us"] / r["ours_us"]
+
+
+def format_row(r):
+    """One line of the table; the roofline columns once set_roofline has run."""
+    ratio = f"{r['triton_us'] / r['ours_us']:6.2f}x" if r["triton_us"] else "   n/a"
+    tks = f"{r['triton_us']:9.1f}" if r["triton_us"] else "      n/a"
+    roof = (f"roofline {r['roofline_us']:8.1f} us ({100 * r['frac_roofline']:5.1f}%)  " if "roofline_us" in r
+            else "")
+    rr = r.get("ours_replay_us")
+    replay = f" (one replay {rr:.1f})" if rr is not None and rr != r["ours_us"] else ""
+    return (f"{r['model']:13s} T={r['tokens']:6d} ours {r['ours_us']:9.1f} us{replay}  triton_kernels {tks} us  "
+            f"speedup {ratio}  {roof}{r['tflops']:6.1f} TFLOP/s  {r['gbps']:6.0f} GB/s  experts {r['touched']}  "
+            f"[{r['config']}]")
 
 
 def main(argv=None):
@@ -237,7 +347,8 @@ def main(argv=None):
     ap.add_argument("--peers", default=".peers", help="folder with bench_triton_kernels.py and tk/ ('' = skip)")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--config", default=None, help="force a kernel configuration (a key of cupy_kernels.moe.CONFIGS)")
-    ap.add_argument("--sweep", default=None, help="comma list of configurations to time each (ours only)")
+    ap.add_argument("--sweep", default=None, help="comma list of configurations to time each (ours only; as the "
+                    "table, in parentheses one replay per event pair)")
     ap.add_argument("--breakdown", action="store_true", help="also time each kernel of the forward")
     ap.add_argument("--pdl-ab", action="store_true",
                     help="with --sweep: time each configuration without and with programmatic dependent launch, "
@@ -248,9 +359,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import cupy as cp
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    bw, rate = measure_ceilings()
-    print(f"# device {dev}; copy {bw:.0f} GB/s (read+write); bf16 matmul "
-          f"{rate:.0f} TFLOP/s" if rate else f"# device {dev}; copy {bw:.0f} GB/s", flush=True)
+    ceilings = Ceilings()
+    print(f"# device {dev}", flush=True)
     if a.cold_l2:
         print(f"# cold L2: {l2_scrub_bytes() >> 20} MB written before every timed replay (outside the timing)",
               flush=True)
@@ -264,20 +374,27 @@ def main(argv=None):
                 res = []
                 for cfg in a.sweep.split(","):
                     for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
-                        us_c, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
-                                               cold_l2=a.cold_l2)
+                        us_r, _, _, us_u = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
+                                                     cold_l2=a.cold_l2, unrolled=not a.cold_l2)
+                        us_c = us_r if a.cold_l2 else us_u
                         tag = "" if pdl is None else (" pdl" if pdl else " plain")
-                        res.append(f"{cfg}{tag} {us_c:8.1f}")
-                        rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, device=dev))
+                        res.append(f"{cfg}{tag} {us_c:8.1f}" + ("" if a.cold_l2 else f" ({us_r:.1f})"))
+                        rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, ours_replay_us=us_r,
+                                         device=dev))
                 print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)
             del dw
             cp.get_default_memory_pool().free_all_blocks()
     else:
-        rows = layer_rows(a.models.split(","), tokens, reps=a.reps, peers=a.peers or None, bw=bw, rate=rate,
+        rows = layer_rows(a.models.split(","), tokens, reps=a.reps, peers=a.peers or None, ceilings=ceilings,
                           config=a.config, breakdown=a.breakdown, cold_l2=a.cold_l2)
+        print(f"# the table, roofline against the run's ceilings: {ceilings.describe()}", flush=True)
+        for r in rows:
+            print(format_row(r), flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(device=dev, copy_GBps=bw, bf16_TFLOPs=rate, rows=rows), f, indent=1)
+            json.dump(dict(device=dev, copy_GBps=ceilings.copy_GBps if ceilings.samples else None,
+                           bf16_TFLOPs=ceilings.bf16_TFLOPs if ceilings.samples else None,
+                           ceiling_samples=ceilings.samples, rows=rows), f, indent=1)
     return rows
 
 
