@@ -8,8 +8,9 @@ input read once + each output written once), GB/s, the fraction of the device-to
 bandwidth measured at the start of this run (bytes read + written by cupy's copy of 1 GiB), and the
 peer's number from the same run where one exists (triton_kernels ``downcast_to_mxfp`` /
 ``upcast_from_mxfp`` on the same bf16 matrix, through .peers/bench_triton_kernels.py). The
-fused_moe rows give their fraction of the layer's roofline instead, against ceilings measured
-through their own part of the run (bench_fused_moe.Ceilings).
+fused_moe rows are timed as the peer's timer times triton_kernels (forwards back to back in one CUDA
+graph, see bench_fused_moe) and give their fraction of the layer's roofline instead, against ceilings
+measured through their own part of the run (bench_fused_moe.Ceilings).
 
 Extending: write ``def bench_x(ctx) -> list[dict]`` decorated with ``@register("x")``; each row dict
 has at least ``kernel``, ``size``, ``time_us``, and optionally ``bytes``, ``peer_us``,
