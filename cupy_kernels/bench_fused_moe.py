@@ -23,7 +23,6 @@ same inputs its own timer makes).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 
@@ -95,9 +94,7 @@ class Ceilings:
         self.samples = []                         # (tag, copy GB/s, bf16 TFLOP/s or None)
 
     def measure(self, tag):
-        bw, rate = measure_ceilings()
-        self.samples.append((tag, bw, rate))
-        return bw, rate
+        self.samples.append((tag, *measure_ceilings()))
 
     @property
     def copy_GBps(self):
@@ -211,7 +208,7 @@ def _unrolled_us(g, rep_ms=200.0, retries=10):
     with s:
         s.begin_capture()
         for _ in range(n):
-            g._fn()
+            g.forward()
         big = s.end_capture()
     ts = []
     for _ in range(retries):
@@ -224,11 +221,11 @@ def _unrolled_us(g, rep_ms=200.0, retries=10):
     return float(np.median(ts) * 1e3)
 
 
-def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False, unrolled=False):
-    """(median us of a CUDA-graph replay of moe_forward (GPU routing + layer), touched experts,
-    {kernel: us} if breakdown, us per forward timed as the peer is (_unrolled_us) if unrolled, else None).
-    pdl: programmatic dependent launches (None = where available). cold_l2: L2 evicted before each timed
-    replay."""
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False):
+    """(us, us_replay, touched experts, {kernel: us} if breakdown) of moe_forward (GPU routing + layer).
+    us: timed as the peer is (_unrolled_us); with cold_l2, one CUDA-graph replay per event pair with L2
+    evicted before each (median of reps). us_replay: warm, one replay per event pair (median of reps); None
+    with cold_l2. pdl: programmatic dependent launches (None = where available)."""
     import cupy as cp
     from .moe import MoEGraph, fused_moe
     g = MoEGraph(dw, T, k, config=config, routing=True, pdl=pdl)
@@ -238,9 +235,9 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
     cp.cuda.get_current_stream().synchronize()
     s = g.stream
     scrub = cp.empty(l2_scrub_bytes(), cp.uint8) if cold_l2 else None
-    us = _median_us(lambda: g.graph.launch(s), reps, s, scrub)
+    us_replay = _median_us(lambda: g.graph.launch(s), reps, s, scrub)
     del scrub
-    us_unrolled = _unrolled_us(g) if unrolled else None
+    us = us_replay if cold_l2 else _unrolled_us(g)
     touched = int(np.unique(cp.asnumpy(g.workspace.route_ids)).size)
     parts = {}
     if breakdown:
@@ -250,14 +247,8 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
                       _launches=launches)
             for name, run in launches:
                 parts[name] = _median_us(run, max(5, reps // 2), s)
-    # Free the graphs now. MoEGraph holds itself in a cycle (its _fn), so `del g` alone leaves its CUDA graph
-    # to the cyclic collector, which may run while the peer's timer captures a torch graph: a cupy graph
-    # destroyed during a capture invalidates that capture (seen on an H200: the peer's do_bench_cudagraph
-    # failed with cudaErrorStreamCaptureInvalidated).
-    g.graph = None
-    del g
-    gc.collect()
-    return us, touched, parts, us_unrolled
+    del g                  # its CUDA graph goes now, not during the peer's capture (MoEGraph.forward)
+    return us, (None if cold_l2 else us_replay), touched, parts
 
 
 def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=False, verbose=True,
@@ -285,9 +276,7 @@ def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=
                 print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}"[:300], flush=True)
         rng = np.random.default_rng(0)
         for T in tokens:
-            us_replay, touched, parts, us_unrolled = time_ours(dw, T, k, rng, reps, config, breakdown,
-                                                               cold_l2=cold_l2, unrolled=not cold_l2)
-            us = us_replay if cold_l2 else us_unrolled
+            us, us_replay, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown, cold_l2=cold_l2)
             if parts and verbose:
                 print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
                       flush=True)
@@ -334,7 +323,7 @@ def format_row(r):
     roof = (f"roofline {r['roofline_us']:8.1f} us ({100 * r['frac_roofline']:5.1f}%)  " if "roofline_us" in r
             else "")
     rr = r.get("ours_replay_us")
-    replay = f" (one replay {rr:.1f})" if rr is not None and rr != r["ours_us"] else ""
+    replay = f" (one replay {rr:.1f})" if rr is not None else ""
     return (f"{r['model']:13s} T={r['tokens']:6d} ours {r['ours_us']:9.1f} us{replay}  triton_kernels {tks} us  "
             f"speedup {ratio}  {roof}{r['tflops']:6.1f} TFLOP/s  {r['gbps']:6.0f} GB/s  experts {r['touched']}  "
             f"[{r['config']}]")
@@ -374,11 +363,10 @@ def main(argv=None):
                 res = []
                 for cfg in a.sweep.split(","):
                     for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
-                        us_r, _, _, us_u = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
-                                                     cold_l2=a.cold_l2, unrolled=not a.cold_l2)
-                        us_c = us_r if a.cold_l2 else us_u
+                        us_c, us_r, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
+                                                     cold_l2=a.cold_l2)
                         tag = "" if pdl is None else (" pdl" if pdl else " plain")
-                        res.append(f"{cfg}{tag} {us_c:8.1f}" + ("" if a.cold_l2 else f" ({us_r:.1f})"))
+                        res.append(f"{cfg}{tag} {us_c:8.1f}" + ("" if us_r is None else f" ({us_r:.1f})"))
                         rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, ours_replay_us=us_r,
                                          device=dev))
                 print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)

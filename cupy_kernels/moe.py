@@ -712,22 +712,25 @@ class MoEGraph:
         cfg = config or _default_config(n, weights)
         self.workspace = Workspace(weights, T, top_k, CONFIGS[cfg][1])
         self.stream = cp.cuda.Stream(non_blocking=True)
-        call = self._call_routing if routing else self._call
-        self._fn = lambda: call(cfg, kwargs)
+        self._config, self._kwargs = cfg, kwargs
         with self.stream:
-            self.out = self._fn()                 # warm-up: loads the module, sizes everything
+            self.out = self.forward()             # warm-up: loads the module, sizes everything
             self.stream.synchronize()
             self.stream.begin_capture()
-            self.out = self._fn()
+            self.out = self.forward()
             self.graph = self.stream.end_capture()
 
-    def _call(self, cfg, kwargs):
-        return fused_moe(self.x, self.weights, self.topk_weights, self.topk_ids, config=cfg,
-                         workspace=self.workspace, **kwargs)
-
-    def _call_routing(self, cfg, kwargs):
-        return moe_forward(self.x, self.router_logits, self.weights, self.top_k, config=cfg,
-                           workspace=self.workspace, **kwargs)
+    def forward(self):
+        """One forward on this graph's buffers and workspace, launched on the current stream: what the graph
+        holds (a benchmark captures many back to back). A method, not a closure over self: a closure would
+        put the MoEGraph in a reference cycle, so its CUDA graph would be freed whenever the cyclic collector
+        runs, which may be while other code captures a graph, and a graph destroyed during a capture
+        invalidates that capture (seen with the benchmark's peer, BENCHMARKS v23)."""
+        if self.routing:
+            return moe_forward(self.x, self.router_logits, self.weights, self.top_k, config=self._config,
+                               workspace=self.workspace, **self._kwargs)
+        return fused_moe(self.x, self.weights, self.topk_weights, self.topk_ids, config=self._config,
+                         workspace=self.workspace, **self._kwargs)
 
     def replay(self, stream=None):
         """Launch the graph on ``stream`` (default: the current stream, so it orders with your work)."""

@@ -60,5 +60,5 @@ def test_the_single_replay_time_shows_when_it_differs():
     r = _row(25.0, 5.3e7, 8.0e9)
     r["ours_replay_us"] = 25.8
     assert "ours      25.0 us (one replay 25.8)" in bfm.format_row(r)
-    r["ours_replay_us"] = 25.0                       # cold L2: one method only
+    r["ours_replay_us"] = None                       # cold L2: one method only
     assert "one replay" not in bfm.format_row(r)

@@ -86,6 +86,52 @@ def test_routing_launch_sends_lean_only_where_it_applies(monkeypatch):
             assert len(args) == 10 and [int(a) for a in args[4:7]] == [0, 1, 0] and args[7:] == (w, i, bad)
 
 
+def test_moe_graph_is_freed_when_dropped(monkeypatch):
+    """A MoEGraph holds no reference to itself: dropping the last reference frees it (and its CUDA graph)
+    at once, not when the cyclic collector next runs, which may be while other code captures a graph (a
+    graph destroyed during a capture invalidates it; BENCHMARKS v23). Host only: cupy, the workspace and the
+    forward are stand-ins that record the calls."""
+    import gc
+    import weakref
+
+    class Stream:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def synchronize(self):
+            pass
+
+        def begin_capture(self):
+            pass
+
+        def end_capture(self):
+            return "graph"
+
+    fake_cp = types.SimpleNamespace(zeros=np.zeros, uint16=np.uint16, float32=np.float32, int32=np.int32,
+                                    cuda=types.SimpleNamespace(Stream=lambda non_blocking: Stream()))
+    calls = []
+    monkeypatch.setattr(fm, "cp", fake_cp)
+    monkeypatch.setattr(fm, "_require_cupy", lambda: None)
+    monkeypatch.setattr(fm, "Workspace", lambda *args: "workspace")
+    monkeypatch.setattr(fm, "moe_forward", lambda *a, **kw: calls.append(("routed", kw["config"], kw["pdl"])) or "r")
+    monkeypatch.setattr(fm, "fused_moe", lambda *a, **kw: calls.append(("ids", kw["config"], kw["pdl"])) or "i")
+    dw = types.SimpleNamespace(hidden_size=8, num_experts=4)
+    gc.disable()
+    try:
+        for routing in (True, False):
+            g = fm.MoEGraph(dw, 2, 2, routing=routing, config="mid", pdl=True)
+            assert (g.graph, g.out) == ("graph", "r" if routing else "i")
+            ref = weakref.ref(g)
+            del g
+            assert ref() is None
+    finally:
+        gc.enable()
+    assert calls == [("routed", "mid", True)] * 2 + [("ids", "mid", True)] * 2     # warm-up, then the capture
+
+
 def test_direct_shared_memory_fits_the_configs_blocks_per_sm():
     """direct_smem is the kernels' layout (row, superblock slots, split-K sums, 256 bytes of zeros); at the
     gpt-oss K (2880, and the largest K direct accepts) direct4's 4 blocks and direct's 3 must fit an SM's
