@@ -72,17 +72,25 @@ def direct_smem(kblocks):
 
 def _hopper_smem(warpgroups, tokens, stages):
     """HopperShape<NWG, BN, ST>::SMEM of moe_fused.cu: stages of {x slabs, weight rows, scales} rounded
-    to 1 KB, the tile's row offsets, slots and gammas, and 1 KB of alignment slack."""
+    to 1 KB, the tile's row offsets (for whole, even counts of copy rounds), slots and gammas, and 1 KB
+    of alignment slack."""
     rows = 64 * warpgroups
     stage = -(-(tokens * 256 + rows * 64 + rows * 4) // 1024) * 1024
-    return stages * stage + tokens * 12 + 1024
+    per_round = 8 * warpgroups                              # XROWS: x rows per copy round
+    row_slots = -(-(-(-tokens // per_round)) // 2) * 2 * per_round    # XJ * XROWS
+    return stages * stage + row_slots * 4 + tokens * 8 + 1024
+
+
+def _widths_smem(warpgroups, widest):
+    """Shared memory of a kernel with tile widths (moe_fused.cu moe_gemm_hopper_widths): its widest body's."""
+    return max(_hopper_smem(warpgroups, n, 3 if n > 128 else 4) for n in range(32, widest + 1, 32))
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp (of K / 32
 # for the direct configs)); must match
 # the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 /
-# hopper / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured alternatives
-# (BENCHMARKS.md) and are tested like the rest.
+# hopper / hopper192w / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured
+# alternatives (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
     "stream": (64, 8, 128, _stream_smem),     # 4 warps x 16 rows, whole K, 4 superblocks in flight; x in smem
@@ -105,8 +113,11 @@ CONFIGS = {
     "hopper": (256, 128, 512, _hopper_smem(4, 128, 4)),
     "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
     "hopper192": (192, 192, 384, _hopper_smem(3, 192, 3)),    # 3 warpgroups x m64n192: many tokens per expert
+    # with tile widths: each tile at the narrowest multiple of 32 tokens that holds it (KERNEL_WIDTHS)
+    "hopper192w": (192, 192, 384, _widths_smem(3, 192)),
+    "hopperw": (256, 128, 512, _widths_smem(4, 128)),
 }
-HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192"})
+HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192", "hopper192w", "hopperw"})
 DIRECT_CONFIGS = frozenset({"direct", "direct4"})
 # `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
 # no path for longer K (it traps), so the host never sends it there.
@@ -126,8 +137,10 @@ DIRECT_HANDOFF_MIN_SLOTS = 4
 LEAN_ROUTING = True
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
-# runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort).
-SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper"}
+# runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort), in hopper192w in hopperw.
+SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper", "hopper192w": "hopperw"}
+# Kernels with tile widths, and the widths each may use: bit j = 32 * (j + 1) tokens (its widest always).
+KERNEL_WIDTHS = {"hopper192w": 0b110000, "hopperw": 0b001111}
 
 
 def _require_cupy():
@@ -424,7 +437,14 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
     if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)
-        return "hopper64" if per_expert <= 40 else "hopper" if per_expert <= 96 else "hopper192"
+        # hopper192w runs each tile at the narrowest multiple of 32 tokens: with experts of 97-192 tokens
+        # most tiles are partial. Its 192-token body measured slower than hopper192's where most tiles are
+        # full. H200, sustained timing, same routing draw, hopper192 / hopper192w (us): 20b T=1024 (128 per
+        # expert) 564-565 / 542; 120b T=4096 (128) 2070-2079 / 1928-1933; 20b T=4096 (512) 1688 / 1727-1730;
+        # 20b T=16384 (2048) 6183-6218 / 6264-6277 (BENCHMARKS v24). 192: between, not measured.
+        if per_expert <= 96:
+            return "hopper64" if per_expert <= 40 else "hopper"
+        return "hopper192w" if per_expert <= 192 else "hopper192"
     if per_expert <= 40:
         return "tiled32"
     return "tiled256"
@@ -559,7 +579,8 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         raise ValueError(f"weights: at most 256 local experts supported, got {dw.num_experts}")
     i32 = np.int32
     null = np.uint64(0)                      # a NULL pointer argument
-    launches = []                            # (name, thunk): run in order; each is idempotent
+    launches = []                            # (name, thunk): run in order; each is idempotent, except
+    #                                          moe_sort_scan, which reruns correctly only after moe_sort_count
 
     # PDL by default except for the Hopper configurations: there same-run A/B timings showed no gain
     # (H200, 120b: T=4096 +2.5% and +6.6%, T=16384 -0.1%; 20b T=4096 +0.2%), against -8..-15% at 1-2 tokens
@@ -624,17 +645,19 @@ def fused_moe(x, weights, topk_weights, topk_ids, *, activation: str = "swigluoa
         if small:
             parts.append((small, ws.tiles_small, ws.meta[2:], ws.tiles_small.shape[0]))
         for c, tiles, meta, ntiles in parts:
+            extra = (i32(KERNEL_WIDTHS[c]),) if c in KERNEL_WIDTHS else ()      # the kernel's tile widths
             br, _, thr, sm = CONFIGS[c]
             add(f"moe_gemm1_{c}", ((rows13 + br - 1) // br, ntiles), (thr,),
                 (dw.w13, dw.s13, dw.b13, x1, ws.sorted_slot, tiles, meta, tw, ws.inter, i32(ldx1), i32(Ip),
-                 i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in),
+                 i32(dw.s13.shape[2]), i32(rows13), i32(0), i32(Hp), i32(H // 32), i32(k), act, on_in) + extra,
                 sm(Hp) if callable(sm) else sm)
         rows2 = _round_up(H, 16)
         for c, tiles, meta, ntiles in parts:
+            extra = (i32(KERNEL_WIDTHS[c]),) if c in KERNEL_WIDTHS else ()
             br, _, thr, sm = CONFIGS[c]
             add(f"moe_gemm2_{c}", ((rows2 + br - 1) // br, ntiles), (thr,),
                 (dw.w2, dw.s2, dw.b2, ws.inter, ws.sorted_slot, tiles, meta, tw, ws.y, i32(Ip), i32(H),
-                 i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in),
+                 i32(dw.s2.shape[2]), i32(rows2), i32(H), i32(Ip), i32(I // 32), i32(k), act, on_in) + extra,
                 sm(Ip) if callable(sm) else sm)
     total = T * (H // 8)
     add("moe_combine", ((total + 255) // 256,), (256,), (ws.y, ws.local_ids, i32(T), i32(k), i32(H), ws.out, done))

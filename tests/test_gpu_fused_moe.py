@@ -49,7 +49,9 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"
     assert fm.choose_config(12, 128) == "stream16"
     assert fm.choose_config(8192, 128, hopper=True) == "hopper"      # 120b, 2048 tokens: 64 per expert
-    assert fm.choose_config(16384, 128, hopper=True) == "hopper192"  # 120b, 4096 tokens: 128 per expert
+    assert fm.choose_config(16384, 128, hopper=True) == "hopper192w"  # 120b, 4096 tokens: 128 per expert
+    assert fm.choose_config(4096, 32, hopper=True) == "hopper192w"    # 20b, 1024 tokens: 128 per expert
+    assert fm.choose_config(16384, 32, hopper=True) == "hopper192"    # 20b, 4096 tokens: 512 per expert
 
 
 def test_lean_routing_applies_only_where_the_one_warp_kernel_runs():
@@ -389,7 +391,8 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
-@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192"])
+@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192", "hopper192w",
+                                    "hopperw"])
 def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
@@ -409,7 +412,8 @@ def test_activations_and_weight_on_input(activation, on_input, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192"])
+@pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192", "hopper192w",
+                                    "hopperw"])
 def test_adversarial_routing_and_expert_map(config):
     if config in fm.HOPPER_CONFIGS:
         _hopper()
@@ -440,7 +444,8 @@ def test_adversarial_routing_and_expert_map(config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config,T", [(None, 50), ("hopper", 333), ("hopper64", 333), ("hopper192", 333)])
+@pytest.mark.parametrize("config,T", [(None, 50), ("hopper", 333), ("hopper64", 333), ("hopper192", 333),
+                                      ("hopper192w", 333), ("hopperw", 333)])
 def test_padded_weights_match_unpadded_reference(config, T):
     if config is not None:                  # T = 333: full 128-token tiles and small ones
         _hopper()
@@ -559,7 +564,8 @@ def _pdl():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config,T", [("direct", 1), ("direct", 2), ("direct", 3), ("direct4", 2), ("decode", 2), ("stream16", 24),
-                                      ("tiled32", 64), ("hopper64", 64), ("hopper", 200), ("hopper192", 300)])
+                                      ("tiled32", 64), ("hopper64", 64), ("hopper", 200), ("hopper192", 300),
+                                      ("hopper192w", 300)])
 def test_pdl_chain_gives_the_plain_launches_bits(config, T):
     """Programmatic dependent launches (each kernel may start before the one before it ends) change no
     bit: fused_moe and moe_forward with and without PDL, then a routed graph replayed with new router
@@ -728,6 +734,36 @@ def test_permute_x_matches_numpy():
 def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
     _hopper()
     _gpt_oss_case(name, E, T, seed=300 + T, config=config, n_ref=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("gated_layout", ["interleaved", "concatenated"])
+def test_tile_widths_give_hopper192s_bits(gated_layout):
+    """hopper192w (hopper192's launches: 3 warpgroups up to 192 tokens, the small tiles in hopperw's 4) runs
+    each tile at the narrowest multiple of 32 tokens that holds it. Expert counts chosen so that every
+    width runs: 20 (32), 50 (64), 88 (96, the second small tile of 600 = 192 + 192 + 128 + 88), 100, 102,
+    104 and 128 (128: 230 = 128 + 102 and 424 = 192 + 128 + 104), 150 (160), 170 and 192 (192), and an
+    expert with no tile. Within the bound, every element written (poisoned output), and the bits of
+    hopper192 (the same k order and rounding points per output element)."""
+    cp = _hopper()
+    counts = [50, 100, 170, 230, 424, 0, 600, 20, 150]
+    E, H, I, k = len(counts), 256, 320, 1
+    w = random_moe_weights(E, H, I, seed=51, gate_up=gated_layout)
+    dw = fm.to_device(w)
+    rng = np.random.default_rng(52)
+    ids = rng.permutation(np.repeat(np.arange(E, dtype=np.int32), counts)).reshape(-1, k)
+    T = ids.shape[0]
+    x = random_x(rng, T, H)
+    tw = rng.random((T, k)).astype(np.float32)
+    ws = fm.Workspace(dw, T, k, fm.CONFIGS["hopper192w"][1])
+    ws.out = cp.full((T, H), 0x7FC1, cp.uint16)                         # NaN poison
+    got = fm.fused_moe(x, dw, tw, ids, config="hopper192w", workspace=ws)
+    sizes = sorted(int(c) for c in cp.asnumpy(ws.tiles_small)[:int(ws.meta[2]), 2])
+    assert sizes == [20, 50, 88, 100, 102, 104, 128, 128, 128]
+    assert sorted(int(c) for c in cp.asnumpy(ws.tiles)[:int(ws.meta[0]), 2]) == [150, 170, 192, 192, 192]
+    assert_within_bound(got, x, w, tw, ids)
+    want = fm.fused_moe(x, dw, tw, ids, config="hopper192")
+    np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want))
 
 
 @pytest.mark.gpu

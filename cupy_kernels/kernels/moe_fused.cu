@@ -20,7 +20,8 @@
 //                     (16-token tiles, x through a cp.async ring), tiled* (cp.async
 //                     stages), hopper / hopper64 / hopper192 (wgmma; the last tile of each expert of <= 64
 //                     tokens runs in hopper64 from moe_sort's small-tile list, for hopper192 the last of
-//                     <= 128 tokens, or the last two of 193..256, in hopper).
+//                     <= 128 tokens, or the last two of 193..256, in hopper); hopper192w / hopperw: the
+//                     same as hopper192 / hopper with each tile at the narrowest multiple of 32 tokens.
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
 //   moe_gemm{1,2}_direct, _direct4 (1-2 tokens, configs `direct`: 3 blocks per SM, `direct4`: 4, on
@@ -1590,42 +1591,70 @@ extern "C" __global__ void moe_permute_x(const u16* __restrict__ x, int n_rows, 
 }
 
 #if MOE_HOPPER
-// The accumulator operands of the wgmma wrappers below, 32 at a time: "+f"(d[i .. i+31]) and their names.
+// The accumulator operands of the wgmma wrappers below, 16 at a time: "+f"(d[i .. i+15]) and their names.
 #define WG_F4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
-#define WG_F32(i) WG_F4(i), WG_F4(i + 4), WG_F4(i + 8), WG_F4(i + 12), WG_F4(i + 16), WG_F4(i + 20), WG_F4(i + 24), \
-                  WG_F4(i + 28)
-#define WG_R0 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
-              "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-#define WG_R32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, " \
-               "%50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define WG_R64 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
-               "%82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define WG_F16(i) WG_F4(i), WG_F4(i + 4), WG_F4(i + 8), WG_F4(i + 12)
+#define WG_R0_15 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define WG_R16_31 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define WG_R32_47 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+#define WG_R48_63 ", %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define WG_R64_79 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define WG_R80_95 ", %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
 
 // D[64 x N] += A[64 x 16] (registers, bf16) * B[16 x N] (shared memory, bf16, K-major descriptor); d = the
-// thread's N/2 fp32 accumulators (constant indices only, so they stay in registers).
-__device__ __forceinline__ void wgmma_n128(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+// thread's N/2 fp32 accumulators (constant indices only, so they stay in registers). Operands: the N/2
+// accumulators, then a0..a3, the descriptor and the scale-d predicate (1: accumulate).
+__device__ __forceinline__ void wgmma_n32(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R0 WG_R32 "}, {%64, %65, %66, %67}, %68, p, "
-        "1, 1, 0;\n}"
-        : WG_F32(0), WG_F32(32)
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {" WG_R0_15 "}, "
+        "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}"
+        : WG_F16(0)
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
 }
 
 __device__ __forceinline__ void wgmma_n64(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_R0 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}"
-        : WG_F32(0)
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_R0_15 WG_R16_31 "}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}"
+        : WG_F16(0), WG_F16(16)
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_n96(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {" WG_R0_15 WG_R16_31 WG_R32_47 "}, "
+        "{%48, %49, %50, %51}, %52, p, 1, 1, 0;\n}"
+        : WG_F16(0), WG_F16(16), WG_F16(32)
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_n128(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_R0_15 WG_R16_31 WG_R32_47 WG_R48_63 "}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}"
+        : WG_F16(0), WG_F16(16), WG_F16(32), WG_F16(48)
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_n160(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %85, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n160k16.f32.bf16.bf16 {" WG_R0_15 WG_R16_31 WG_R32_47 WG_R48_63 WG_R64_79 "}, "
+        "{%80, %81, %82, %83}, %84, p, 1, 1, 0;\n}"
+        : WG_F16(0), WG_F16(16), WG_F16(32), WG_F16(48), WG_F16(64)
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
 }
 
 __device__ __forceinline__ void wgmma_n192(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %101, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {" WG_R0 WG_R32 WG_R64 "}, {%96, %97, %98, %99}, "
-        "%100, p, 1, 1, 0;\n}"
-        : WG_F32(0), WG_F32(32), WG_F32(64)
+        "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {" WG_R0_15 WG_R16_31 WG_R32_47 WG_R48_63 WG_R64_79 WG_R80_95 "}, "
+        "{%96, %97, %98, %99}, %100, p, 1, 1, 0;\n}"
+        : WG_F16(0), WG_F16(16), WG_F16(32), WG_F16(48), WG_F16(64), WG_F16(80)
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(desc), "r"(1));
 }
 
@@ -1646,10 +1675,13 @@ __device__ __forceinline__ unsigned long long wgmma_desc(u32 saddr) {
 // configs made ptxas serialize every wgmma for lack of registers: measured 5% slower at 16384 tokens.)
 template <int N>
 __device__ __forceinline__ void wgmma_n(float* d, u32 a0, u32 a1, u32 a2, u32 a3, unsigned long long desc) {
-    static_assert(N == 192 || N == 128 || N == 64, "wgmma N");
+    static_assert(N % 32 == 0 && N >= 32 && N <= 192, "wgmma N");
     if constexpr (N == 192) wgmma_n192(d, a0, a1, a2, a3, desc);
+    else if constexpr (N == 160) wgmma_n160(d, a0, a1, a2, a3, desc);
     else if constexpr (N == 128) wgmma_n128(d, a0, a1, a2, a3, desc);
-    else wgmma_n64(d, a0, a1, a2, a3, desc);
+    else if constexpr (N == 96) wgmma_n96(d, a0, a1, a2, a3, desc);
+    else if constexpr (N == 64) wgmma_n64(d, a0, a1, a2, a3, desc);
+    else wgmma_n32(d, a0, a1, a2, a3, desc);
 }
 #endif
 
@@ -1658,29 +1690,30 @@ struct HopperShape {
     static constexpr int BR = 64 * NWG, NTHR = 128 * NWG;
     static constexpr int XS = BN * 256, WS = BR * 64, SS = BR * 4;
     static constexpr int STAGE = (XS + WS + SS + 1023) / 1024 * 1024;
-    static constexpr int SMEM = ST * STAGE + BN * 12 + 1024;         // + row offsets, slots, gammas + slack
+    // rows per copy round, x copies per thread: whole rounds, an even number (the last rounds may be
+    // partial or empty: 128 or 64 tokens over 3 warpgroups)
+    static constexpr int XROWS = NTHR / 16, XJ = ((BN + XROWS - 1) / XROWS + 1) / 2 * 2;
+    static constexpr int SMEM = ST * STAGE + XJ * XROWS * 4 + BN * 8 + 1024;   // + row offsets, slots, gammas + slack
 };
 
+// One tile (expert, start, count <= BN) of the block's 64*NWG rows (blockIdx.x).
 template <int NWG, int BN, int ST, bool GATED>
-__device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
+__device__ __forceinline__ void moe_gemm_hopper_tile(const GemmArgs& A, const int expert, const int start,
+                                                     const int count) {
 #if MOE_HOPPER
     using S = HopperShape<NWG, BN, ST>;
     constexpr int BR = S::BR, NTHR = S::NTHR, XS = S::XS, WS = S::WS, STAGE = S::STAGE, NT = BN / 8;
+    constexpr int XJ = S::XJ, XROWS = S::XROWS;                   // x copies per thread, rows per copy round
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - ((u32)__cvta_generic_to_shared(smem_raw) & 1023)) & 1023);
     // byte offset in X of each tile row (elements < 2**31: checked by the launcher), 0 past the tile
     // (not copied); stored so that the XJ rows one thread copies are adjacent (see issue)
     u32* s_row = reinterpret_cast<u32*>(smem + ST * STAGE);
-    int* s_slot = reinterpret_cast<int*>(s_row + BN);             // slot of each tile column
+    int* s_slot = reinterpret_cast<int*>(s_row + XJ * XROWS);     // slot of each tile column
     float* s_gamma = reinterpret_cast<float*>(s_slot + BN);         // its bf16-rounded router weight
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3, wg = warp >> 2, wq = warp & 3;
-    const int tile = blockIdx.y;
-    if (tile >= A.meta[0]) return;
-    const int4 tl = A.tiles[tile];
-    const int expert = tl.x, start = tl.y, count = tl.z;
-    constexpr int XJ = BN * 16 / NTHR, XROWS = NTHR / 16;         // x copies per thread, rows per copy round
-    for (int c = tid; c < BN; c += NTHR) {
+    for (int c = tid; c < XJ * XROWS; c += NTHR) {                // rows past BN (a partial last round): 0
         u32 r = 0;
         if (c < count) {
             const int pos = start + c;
@@ -1707,12 +1740,12 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
     // copied: their stage rows hold stale data, which only reaches their own columns (wgmma's columns
     // are independent), and those are not written.
     constexpr int WJ = BR * 4 / NTHR;
-    static_assert(BN * 16 % NTHR == 0 && BR * 4 % NTHR == 0 && XROWS % 8 == 0 && (XJ % 4 == 0 || XJ == 2),
-                  "copy split");
+    static_assert(BR * 4 % NTHR == 0 && XROWS % 8 == 0 && (XJ % 4 == 0 || XJ % 2 == 0), "copy split");
     const int xch = tid & 15;
     const u32 xdst = (xch >> 3) * (BN * 128) + (tid >> 4) * 128 + (((xch & 7) ^ ((tid >> 4) & 7)) << 4);
     const u32* my_rows = s_row + (tid >> 4) * XJ;
-    const int x_rows = count >= BN ? XJ                           // rows j < x_rows (XJ: a full tile)
+    // rows j < x_rows of this thread are tile rows (XJ: all, in a full tile whose rows fill whole rounds)
+    const int x_rows = count >= XJ * XROWS ? XJ
                      : count > (tid >> 4) ? (count - (tid >> 4) + XROWS - 1) / XROWS : 0;
     int wsrc[WJ];                             // uint4 offset from Wb, -1 past the real rows
 #pragma unroll
@@ -1726,10 +1759,13 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
             // chunk xch of superblock sb of X's row 0; + the row's offset
             const unsigned char* xb = reinterpret_cast<const unsigned char*>(A.X) + sb * 256 + xch * 16;
             u32 off[XJ];
-            if constexpr (XJ == 2) {
-                const uint2 v = *reinterpret_cast<const uint2*>(my_rows);
-                off[0] = v.x;
-                off[1] = v.y;
+            if constexpr (XJ % 4 != 0) {
+#pragma unroll
+                for (int j = 0; j < XJ; j += 2) {
+                    const uint2 v = *reinterpret_cast<const uint2*>(my_rows + j);
+                    off[j] = v.x;
+                    off[j + 1] = v.y;
+                }
             } else {
 #pragma unroll
                 for (int j = 0; j < XJ; j += 4) {
@@ -1820,6 +1856,15 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 #endif
 }
 
+// Block (row block blockIdx.x, tile blockIdx.y of the tile list).
+template <int NWG, int BN, int ST, bool GATED>
+__device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
+    const int tile = blockIdx.y;
+    if (tile >= A.meta[0]) return;
+    const int4 tl = A.tiles[tile];
+    moe_gemm_hopper_tile<NWG, BN, ST, GATED>(A, tl.x, tl.y, tl.z);
+}
+
 #define DEFINE_GEMM_HOPPER(name, NWG, BN, ST)                                                           \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS) {          \
         MOE_GRID_ENTER GEMM_ARGS_INIT moe_gemm_hopper_body<NWG, BN, ST, true>(A);                       \
@@ -1833,6 +1878,40 @@ __device__ __forceinline__ void moe_gemm_hopper_body(const GemmArgs& A) {
 DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroups: 198 KB smem
 DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
 DEFINE_GEMM_HOPPER(hopper192, 3, 192, 3)   // 192 rows x 192 tokens, 3 warpgroups (168 registers), 3 stages: 186 KB
+
+// Tile widths: one tile at the narrowest width BN (a multiple of 32, at most WMAX) that holds its tokens
+// and that `widths` allows (bit j: width 32 * (j + 1); WMAX always), so the tensor cores do at most 31
+// columns of padding work where every width is allowed. Widths <= 128 take 4 stages, 160 and 192 take 3:
+// each fits the shared memory of the widest. (Measured faster than hopper192 where most tiles are partial,
+// slower where most are full: moe.py choose_config, BENCHMARKS.md v24.)
+template <int NWG, int WMAX, bool GATED>
+__device__ __forceinline__ void moe_gemm_hopper_widths(const GemmArgs& A, const int4 tl, const int widths) {
+    const int n = tl.z;
+    int w = WMAX;
+#pragma unroll
+    for (int j = WMAX / 32 - 2; j >= 0; --j)
+        if (((widths >> j) & 1) && n <= 32 * (j + 1)) w = 32 * (j + 1);
+    if constexpr (WMAX >= 192) if (w == 192) return moe_gemm_hopper_tile<NWG, 192, 3, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMAX >= 160) if (w == 160) return moe_gemm_hopper_tile<NWG, 160, 3, GATED>(A, tl.x, tl.y, n);
+    if (w == 128) return moe_gemm_hopper_tile<NWG, 128, 4, GATED>(A, tl.x, tl.y, n);
+    if (w == 96) return moe_gemm_hopper_tile<NWG, 96, 4, GATED>(A, tl.x, tl.y, n);
+    if (w == 64) return moe_gemm_hopper_tile<NWG, 64, 4, GATED>(A, tl.x, tl.y, n);
+    moe_gemm_hopper_tile<NWG, 32, 4, GATED>(A, tl.x, tl.y, n);
+}
+
+// hopper192w / hopperw: hopper192 and hopper (block y runs tiles[y], y < meta[0]) with tile widths: 3
+// warpgroups up to 192 tokens, 4 warpgroups up to 128.
+#define DEFINE_GEMM_HOPPER_WIDTHS(name, NWG, WMAX)                                                      \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS, int widths) { \
+        MOE_GRID_ENTER GEMM_ARGS_INIT if ((int)blockIdx.y < A.meta[0])                                  \
+            moe_gemm_hopper_widths<NWG, WMAX, true>(A, A.tiles[blockIdx.y], widths);                   \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm2_##name(GEMM_PARAMS, int widths) { \
+        MOE_GRID_ENTER GEMM_ARGS_INIT if ((int)blockIdx.y < A.meta[0])                                  \
+            moe_gemm_hopper_widths<NWG, WMAX, false>(A, A.tiles[blockIdx.y], widths);                  \
+    }
+DEFINE_GEMM_HOPPER_WIDTHS(hopper192w, 3, 192)
+DEFINE_GEMM_HOPPER_WIDTHS(hopperw, 4, 128)
 
 // ------------------------------------------------------------------------------------------------
 // 16 bytes from global memory through L2 only (an asm statement: the compiler does not move it under the
