@@ -115,9 +115,9 @@ CONFIGS = {
     "hopper192": (192, 192, 384, _hopper_smem(3, 192, 3)),    # 3 warpgroups x m64n192: many tokens per expert
     # with tile widths: each tile at the narrowest multiple of 32 tokens that holds it (KERNEL_WIDTHS)
     "hopper192w": (192, 192, 384, _widths_smem(3, 192)),
-    "hopperw": (256, 128, 512, _widths_smem(4, 128)),
+    "hopper128w": (256, 128, 512, _widths_smem(4, 128)),
 }
-HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192", "hopper192w", "hopperw"})
+HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192", "hopper192w", "hopper128w"})
 DIRECT_CONFIGS = frozenset({"direct", "direct4"})
 # `direct` keeps all of a warp's K range in flight at once: 8 warps x 3 superblocks of 128. The kernel has
 # no path for longer K (it traps), so the host never sends it there.
@@ -137,10 +137,10 @@ DIRECT_HANDOFF_MIN_SLOTS = 4
 LEAN_ROUTING = True
 # An expert's last tile of <= 64 tokens runs in the 64-token kernel (moe_sort's small-tile list), so the
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
-# runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort), in hopper192w in hopperw.
-SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper", "hopper192w": "hopperw"}
+# runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort), in hopper192w in hopper128w.
+SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper", "hopper192w": "hopper128w"}
 # Kernels with tile widths, and the widths each may use: bit j = 32 * (j + 1) tokens (its widest always).
-KERNEL_WIDTHS = {"hopper192w": 0b110000, "hopperw": 0b001111}
+KERNEL_WIDTHS = {"hopper192w": 0b110000, "hopper128w": 0b001111}
 
 
 def _require_cupy():

@@ -392,7 +392,7 @@ def test_tiny_config_within_bound(gate_up, T, config):
 @pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
 @pytest.mark.parametrize("on_input", [False, True])
 @pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192", "hopper192w",
-                                    "hopperw"])
+                                    "hopper128w"])
 def test_activations_and_weight_on_input(activation, on_input, config):
     E, H, I = 4, 64, 96
     w = random_moe_weights(E, H, I, seed=5, gate_up="concatenated" if activation != "swigluoai" else "interleaved")
@@ -413,7 +413,7 @@ def test_activations_and_weight_on_input(activation, on_input, config):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", [None, "direct", "direct4", "hopper", "hopper64", "hopper192", "hopper192w",
-                                    "hopperw"])
+                                    "hopper128w"])
 def test_adversarial_routing_and_expert_map(config):
     if config in fm.HOPPER_CONFIGS:
         _hopper()
@@ -445,7 +445,7 @@ def test_adversarial_routing_and_expert_map(config):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("config,T", [(None, 50), ("hopper", 333), ("hopper64", 333), ("hopper192", 333),
-                                      ("hopper192w", 333), ("hopperw", 333)])
+                                      ("hopper192w", 333), ("hopper128w", 333)])
 def test_padded_weights_match_unpadded_reference(config, T):
     if config is not None:                  # T = 333: full 128-token tiles and small ones
         _hopper()
@@ -739,7 +739,7 @@ def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
 @pytest.mark.gpu
 @pytest.mark.parametrize("gated_layout", ["interleaved", "concatenated"])
 def test_tile_widths_give_hopper192s_bits(gated_layout):
-    """hopper192w (hopper192's launches: 3 warpgroups up to 192 tokens, the small tiles in hopperw's 4) runs
+    """hopper192w (hopper192's launches: 3 warpgroups up to 192 tokens, the small tiles in hopper128w's 4) runs
     each tile at the narrowest multiple of 32 tokens that holds it. Expert counts chosen so that every
     width runs: 20 (32), 50 (64), 88 (96, the second small tile of 600 = 192 + 192 + 128 + 88), 100, 102,
     104 and 128 (128: 230 = 128 + 102 and 424 = 192 + 128 + 104), 150 (160), 170 and 192 (192), and an

@@ -20,7 +20,7 @@
 //                     (16-token tiles, x through a cp.async ring), tiled* (cp.async
 //                     stages), hopper / hopper64 / hopper192 (wgmma; the last tile of each expert of <= 64
 //                     tokens runs in hopper64 from moe_sort's small-tile list, for hopper192 the last of
-//                     <= 128 tokens, or the last two of 193..256, in hopper); hopper192w / hopperw: the
+//                     <= 128 tokens, or the last two of 193..256, in hopper); hopper192w / hopper128w: the
 //                     same as hopper192 / hopper with each tile at the narrowest multiple of 32 tokens.
 //   moe_gemm2_<cfg>   grid (row blocks of w2, tiles): intermediate . W2^T + b2, times the router weight,
 //                     -> bf16 y [slot = t*k + j, H].
@@ -1899,7 +1899,7 @@ __device__ __forceinline__ void moe_gemm_hopper_widths(const GemmArgs& A, const 
     moe_gemm_hopper_tile<NWG, 32, 4, GATED>(A, tl.x, tl.y, n);
 }
 
-// hopper192w / hopperw: hopper192 and hopper (block y runs tiles[y], y < meta[0]) with tile widths: 3
+// hopper192w / hopper128w: hopper192 and hopper (block y runs tiles[y], y < meta[0]) with tile widths: 3
 // warpgroups up to 192 tokens, 4 warpgroups up to 128.
 #define DEFINE_GEMM_HOPPER_WIDTHS(name, NWG, WMAX)                                                      \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS, int widths) { \
@@ -1911,7 +1911,7 @@ __device__ __forceinline__ void moe_gemm_hopper_widths(const GemmArgs& A, const 
             moe_gemm_hopper_widths<NWG, WMAX, false>(A, A.tiles[blockIdx.y], widths);                  \
     }
 DEFINE_GEMM_HOPPER_WIDTHS(hopper192w, 3, 192)
-DEFINE_GEMM_HOPPER_WIDTHS(hopperw, 4, 128)
+DEFINE_GEMM_HOPPER_WIDTHS(hopper128w, 4, 128)
 
 // ------------------------------------------------------------------------------------------------
 // 16 bytes from global memory through L2 only (an asm statement: the compiler does not move it under the
