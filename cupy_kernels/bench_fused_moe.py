@@ -245,13 +245,8 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
         with s:
             fused_moe(g.x, dw, g.workspace.route_w, g.workspace.route_ids, config=config, workspace=g.workspace,
                       _launches=launches)
-            # moe_sort_scan turns moe_sort_count's counts into positions in place, so the three-kernel sort
-            # is timed as one part (each run rewrites the counts); every other launch is idempotent
-            groups = {}
-            for name, run in launches:
-                groups.setdefault("moe_sort (3 kernels)" if name.startswith("moe_sort_") else name, []).append(run)
-            for name, runs in groups.items():
-                parts[name] = _median_us(lambda runs=runs: [r() for r in runs], max(5, reps // 2), s)
+            for name, run in launches:                    # each is idempotent (fused_moe)
+                parts[name] = _median_us(run, max(5, reps // 2), s)
     del g                  # its CUDA graph goes now, not during the peer's capture (MoEGraph.forward)
     return us, (None if cold_l2 else us_replay), touched, parts
 

@@ -54,6 +54,18 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(16384, 32, hopper=True) == "hopper192"    # 20b, 4096 tokens: 512 per expert
 
 
+def test_as_one_launch_runs_the_entries_in_order_each_time():
+    """fused_moe's three-kernel sort is one launch entry (moe_sort_scan works in place, so it reruns
+    correctly only after moe_sort_count): the grouped thunk runs its entries in order, every time."""
+    ran = []
+    entries = [(name, lambda name=name: ran.append(name)) for name in ("count", "scan", "scatter")]
+    name, run = fm.as_one_launch("moe_sort (count, scan, scatter)", entries)
+    run()
+    run()
+    assert name == "moe_sort (count, scan, scatter)"
+    assert ran == ["count", "scan", "scatter"] * 2
+
+
 def test_lean_routing_applies_only_where_the_one_warp_kernel_runs():
     """lean_applies: softmax with renormalization in selection order, top_k <= 8, <= 256 tokens."""
     from cupy_kernels import routing

@@ -1740,7 +1740,7 @@ __device__ __forceinline__ void moe_gemm_hopper_tile(const GemmArgs& A, const in
     // copied: their stage rows hold stale data, which only reaches their own columns (wgmma's columns
     // are independent), and those are not written.
     constexpr int WJ = BR * 4 / NTHR;
-    static_assert(BR * 4 % NTHR == 0 && XROWS % 8 == 0 && (XJ % 4 == 0 || XJ % 2 == 0), "copy split");
+    static_assert(BR * 4 % NTHR == 0 && XROWS % 8 == 0 && XJ % 2 == 0, "copy split");
     const int xch = tid & 15;
     const u32 xdst = (xch >> 3) * (BN * 128) + (tid >> 4) * 128 + (((xch & 7) ^ ((tid >> 4) & 7)) << 4);
     const u32* my_rows = s_row + (tid >> 4) * XJ;
