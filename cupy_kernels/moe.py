@@ -141,6 +141,7 @@ LEAN_ROUTING = True
 # runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort), in hopper192w in hopper128w.
 SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper", "hopper192w": "hopper128w"}
 # Kernels with tile widths, and the widths each may use: bit j = 32 * (j + 1) tokens (its widest always).
+# hopper192w compiles only its 160 and 192 bodies (it gets tiles of 129-192), hopper128w 32-128.
 KERNEL_WIDTHS = {"hopper192w": 0b110000, "hopper128w": 0b001111}
 
 
@@ -442,7 +443,8 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
         # most tiles are partial. Its 192-token body measured slower than hopper192's where most tiles are
         # full. H200, sustained timing, same routing draw, hopper192 / hopper192w (us): 20b T=1024 (128 per
         # expert) 564-565 / 542; 120b T=4096 (128) 2070-2079 / 1928-1933; 20b T=4096 (512) 1688 / 1727-1730;
-        # 20b T=16384 (2048) 6183-6218 / 6264-6277 (BENCHMARKS v24). 192: between, not measured.
+        # 20b T=16384 (2048) 6183-6218 / 6264-6277 (BENCHMARKS v24). 192: between, not measured. With the
+        # peer's inputs (v25), 20b T=1024: hopper192w 591-594, hopper192 643-645, hopper 648-655.
         if per_expert <= 96:
             return "hopper64" if per_expert <= 40 else "hopper"
         return "hopper192w" if per_expert <= 192 else "hopper192"

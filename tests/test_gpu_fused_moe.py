@@ -748,6 +748,26 @@ def test_hopper_gpt_oss_shapes_within_bound(config, name, E, T):
     _gpt_oss_case(name, E, T, seed=300 + T, config=config, n_ref=4)
 
 
+def _expert_counts_case(counts, seed, gate_up):
+    """A top-1 layer (H 256, I 320) whose expert e gets exactly counts[e] tokens, in random order:
+    (w, dw, x, tw, ids)."""
+    E, H, I, k = len(counts), 256, 320, 1
+    w = random_moe_weights(E, H, I, seed=seed, gate_up=gate_up)
+    rng = np.random.default_rng(seed + 1)
+    ids = rng.permutation(np.repeat(np.arange(E, dtype=np.int32), counts)).reshape(-1, k)
+    x = random_x(rng, ids.shape[0], H)
+    tw = rng.random(ids.shape).astype(np.float32)
+    return w, fm.to_device(w), x, tw, ids
+
+
+def _poisoned_fused_moe(cp, dw, x, tw, ids, config, **kw):
+    """fused_moe into a NaN-poisoned output buffer: (out, workspace)."""
+    T, k = ids.shape
+    ws = fm.Workspace(dw, T, k, fm.CONFIGS[config][1])
+    ws.out = cp.full((T, dw.hidden_size), 0x7FC1, cp.uint16)
+    return fm.fused_moe(x, dw, tw, ids, config=config, workspace=ws, **kw), ws
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("gated_layout", ["interleaved", "concatenated"])
 def test_tile_widths_give_hopper192s_bits(gated_layout):
@@ -758,24 +778,29 @@ def test_tile_widths_give_hopper192s_bits(gated_layout):
     expert with no tile. Within the bound, every element written (poisoned output), and the bits of
     hopper192 (the same k order and rounding points per output element)."""
     cp = _hopper()
-    counts = [50, 100, 170, 230, 424, 0, 600, 20, 150]
-    E, H, I, k = len(counts), 256, 320, 1
-    w = random_moe_weights(E, H, I, seed=51, gate_up=gated_layout)
-    dw = fm.to_device(w)
-    rng = np.random.default_rng(52)
-    ids = rng.permutation(np.repeat(np.arange(E, dtype=np.int32), counts)).reshape(-1, k)
-    T = ids.shape[0]
-    x = random_x(rng, T, H)
-    tw = rng.random((T, k)).astype(np.float32)
-    ws = fm.Workspace(dw, T, k, fm.CONFIGS["hopper192w"][1])
-    ws.out = cp.full((T, H), 0x7FC1, cp.uint16)                         # NaN poison
-    got = fm.fused_moe(x, dw, tw, ids, config="hopper192w", workspace=ws)
+    w, dw, x, tw, ids = _expert_counts_case([50, 100, 170, 230, 424, 0, 600, 20, 150], 51, gated_layout)
+    got, ws = _poisoned_fused_moe(cp, dw, x, tw, ids, "hopper192w")
     sizes = sorted(int(c) for c in cp.asnumpy(ws.tiles_small)[:int(ws.meta[2]), 2])
     assert sizes == [20, 50, 88, 100, 102, 104, 128, 128, 128]
     assert sorted(int(c) for c in cp.asnumpy(ws.tiles)[:int(ws.meta[0]), 2]) == [150, 170, 192, 192, 192]
     assert_within_bound(got, x, w, tw, ids)
     want = fm.fused_moe(x, dw, tw, ids, config="hopper192")
     np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["swigluoai", "silu", "gelu"])
+@pytest.mark.parametrize("config", ["hopper192", "hopper192w"])
+def test_wide_tiles_run_each_activation(activation, config):
+    """The 160- and 192-token bodies with each activation (the Hopper epilogues choose it once per tile,
+    moe_epilogue_act): experts of 150, 170 and 192 tokens (and 60, a small tile), within the bound, every
+    element written (poisoned output)."""
+    cp = _hopper()
+    layout = "interleaved" if activation == "swigluoai" else "concatenated"
+    w, dw, x, tw, ids = _expert_counts_case([150, 192, 170, 60], 53, layout)
+    got, ws = _poisoned_fused_moe(cp, dw, x, tw, ids, config, activation=activation)
+    assert sorted(int(c) for c in cp.asnumpy(ws.tiles)[:int(ws.meta[0]), 2]) == [150, 170, 192]
+    assert_within_bound(got, x, w, tw, ids, activation=activation)
 
 
 @pytest.mark.gpu

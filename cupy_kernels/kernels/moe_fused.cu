@@ -187,7 +187,11 @@ __device__ __forceinline__ u32 x_unscalable(u32 v) {
     return (((v & 0x7f807f80u) | 0x80008000u) - 0x47804780u) & 0x80008000u;
 }
 
+// ACT >= 0 fixes the activation at compile time (act is then ignored): the Hopper epilogues choose it once
+// per tile (moe_epilogue_act), so a tile runs one activation's code, not a three-way branch per element.
+template <int ACT = -1>
 __device__ __forceinline__ float activation(int act, float g, float u) {
+    if (ACT >= 0) act = ACT;
     if (act == ACT_SWIGLUOAI) {
         g = (g > 7.0f) ? 7.0f : g;                                // min(g, limit); NaN passes through
         u = (u > 7.0f) ? 7.0f : ((u < -7.0f) ? -7.0f : u);
@@ -506,8 +510,9 @@ __device__ __forceinline__ void load_bias(const GemmArgs& A, int expert, int row
 // alike. GEMM1: the activation of the biased gate and up sums, times the router weight gamma when it is
 // applied on the input, rounded to bf16. GEMM2: the biased sum times gemm2_scale (gamma, or 1 when gamma
 // was applied on the input), rounded to bf16.
+template <int ACT = -1>
 __device__ __forceinline__ u16 gemm1_out(const GemmArgs& A, float gate, float up, float gamma) {
-    float v = activation(A.act, gate, up);
+    float v = activation<ACT>(A.act, gate, up);
     if (A.weight_on_input) v *= gamma;                    // gamma scales the activation output
     return f32_to_bf16(v);
 }
@@ -516,7 +521,7 @@ __device__ __forceinline__ float gemm2_scale(const GemmArgs& A, float gamma) {
 }
 __device__ __forceinline__ u16 gemm2_out(float sum, float scale) { return f32_to_bf16(sum * scale); }
 
-template <int MT, int NT, bool GATED, bool PERM = false, class Cols>
+template <int MT, int NT, bool GATED, bool PERM = false, class Cols, int ACT = -1>
 __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT][NT][4], const float (&blo)[MT],
                                              const float (&bhi)[MT], int start, int count, int row0, int col0,
                                              int g, int t, const Cols& cols) {
@@ -535,7 +540,7 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
                 const int r = row0 + 16 * m + g;
                 float lo = acc[m][n][j], hi = acc[m][n][2 + j];
                 if (GATED) {
-                    const u16 v = gemm1_out(A, lo + blo[m], hi + bhi[m], wgt);
+                    const u16 v = gemm1_out<ACT>(A, lo + blo[m], hi + bhi[m], wgt);
                     const int ch = (row0 + 16 * m) / 2 + g;
                     A.out[(long)pos * A.ldo + (PERM ? kperm(ch) : ch)] = v;
                 } else {
@@ -553,6 +558,26 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
     float blo[MT], bhi[MT];
     load_bias<MT>(A, expert, row0, g, blo, bhi);
     moe_epilogue<MT, NT, GATED, PERM>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
+}
+
+// The same with GEMM1's activation chosen once per tile (A.act is uniform): each branch is one
+// activation's epilogue, so a tile runs about a third of the code of the epilogue that branches three ways
+// per element. The Hopper kernels' epilogues are fully unrolled (~6600 instructions, ~100 KB, at 192
+// tokens); with the branch hoisted their GEMM1 ran 1.3% (hopper192) and 4% (hopper192w) faster, and
+// hopper192w's GEMM1 stalls more on instruction fetch than hopper192's (BENCHMARKS.md v25).
+template <int MT, int NT, bool GATED, bool PERM, class Cols>
+__device__ __forceinline__ void moe_epilogue_act(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
+                                                 int count, int row0, int col0, int g, int t, const Cols& cols) {
+    float blo[MT], bhi[MT];
+    load_bias<MT>(A, expert, row0, g, blo, bhi);
+    if constexpr (!GATED)                                          // GEMM2: no activation
+        moe_epilogue<MT, NT, GATED, PERM>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
+    else if (A.act == ACT_SWIGLUOAI)
+        moe_epilogue<MT, NT, GATED, PERM, Cols, ACT_SWIGLUOAI>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
+    else if (A.act == ACT_SILU)
+        moe_epilogue<MT, NT, GATED, PERM, Cols, ACT_SILU>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
+    else
+        moe_epilogue<MT, NT, GATED, PERM, Cols, ACT_GELU>(A, acc, blo, bhi, start, count, row0, col0, g, t, cols);
 }
 
 template <int MT, int NT, bool GATED>
@@ -1851,8 +1876,8 @@ __device__ __forceinline__ void moe_gemm_hopper_tile(const GemmArgs& A, const in
     for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[0][n][i] = d[4 * n + i];
-    moe_epilogue<1, NT, GATED, GATED>(A, acc, expert, start, count, rowblk + 64 * wg + 16 * wq, 0, g, t,
-                                      SmemCols{s_slot, s_gamma});
+    moe_epilogue_act<1, NT, GATED, GATED>(A, acc, expert, start, count, rowblk + 64 * wg + 16 * wq, 0, g, t,
+                                          SmemCols{s_slot, s_gamma});
 #endif
 }
 
@@ -1879,39 +1904,48 @@ DEFINE_GEMM_HOPPER(hopper, 4, 128, 4)      // 256 rows x 128 tokens, 4 warpgroup
 DEFINE_GEMM_HOPPER(hopper64, 4, 64, 4)     // 256 rows x 64 tokens: 134 KB smem
 DEFINE_GEMM_HOPPER(hopper192, 3, 192, 3)   // 192 rows x 192 tokens, 3 warpgroups (168 registers), 3 stages: 186 KB
 
-// Tile widths: one tile at the narrowest width BN (a multiple of 32, at most WMAX) that holds its tokens
-// and that `widths` allows (bit j: width 32 * (j + 1); WMAX always), so the tensor cores do at most 31
-// columns of padding work where every width is allowed. Widths <= 128 take 4 stages, 160 and 192 take 3:
-// each fits the shared memory of the widest. (Measured faster than hopper192 where most tiles are partial,
-// slower where most are full: moe.py choose_config, BENCHMARKS.md v24.)
-template <int NWG, int WMAX, bool GATED>
+// Tile widths: one tile at the narrowest width BN (a multiple of 32, WMIN..WMAX) that holds its tokens
+// and that `widths` allows (bit j: width 32 * (j + 1); WMAX always, bits below WMIN ignored: a tile that
+// fits a narrower width runs at WMIN), so the tensor cores do at most 31 columns of padding work where every
+// width is allowed. Only the bodies of widths WMIN..WMAX are compiled. Widths <= 128 take 4 stages, 160 and
+// 192 take 3: each fits the shared memory of the widest. (Measured faster than hopper192 where most tiles
+// are partial, slower where most are full: GEMM1's 192-token body runs 3.7% slower here than in hopper192,
+// with the same main loop; moe.py choose_config, BENCHMARKS.md v24-v25.)
+template <int NWG, int WMIN, int WMAX, bool GATED>
 __device__ __forceinline__ void moe_gemm_hopper_widths(const GemmArgs& A, const int4 tl, const int widths) {
+    static_assert(WMIN % 32 == 0 && WMAX % 32 == 0 && 32 <= WMIN && WMIN <= WMAX && WMAX <= 192, "widths");
     const int n = tl.z;
     int w = WMAX;
 #pragma unroll
-    for (int j = WMAX / 32 - 2; j >= 0; --j)
+    for (int j = WMAX / 32 - 2; j >= WMIN / 32 - 1; --j)
         if (((widths >> j) & 1) && n <= 32 * (j + 1)) w = 32 * (j + 1);
-    if constexpr (WMAX >= 192) if (w == 192) return moe_gemm_hopper_tile<NWG, 192, 3, GATED>(A, tl.x, tl.y, n);
-    if constexpr (WMAX >= 160) if (w == 160) return moe_gemm_hopper_tile<NWG, 160, 3, GATED>(A, tl.x, tl.y, n);
-    if (w == 128) return moe_gemm_hopper_tile<NWG, 128, 4, GATED>(A, tl.x, tl.y, n);
-    if (w == 96) return moe_gemm_hopper_tile<NWG, 96, 4, GATED>(A, tl.x, tl.y, n);
-    if (w == 64) return moe_gemm_hopper_tile<NWG, 64, 4, GATED>(A, tl.x, tl.y, n);
-    moe_gemm_hopper_tile<NWG, 32, 4, GATED>(A, tl.x, tl.y, n);
+    // w is one of the compiled widths; the narrowest body is taken unconditionally
+    if constexpr (WMIN <= 192 && 192 <= WMAX) if (w == 192 || WMIN == 192)
+        return moe_gemm_hopper_tile<NWG, 192, 3, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMIN <= 160 && 160 <= WMAX) if (w == 160 || WMIN == 160)
+        return moe_gemm_hopper_tile<NWG, 160, 3, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMIN <= 128 && 128 <= WMAX) if (w == 128 || WMIN == 128)
+        return moe_gemm_hopper_tile<NWG, 128, 4, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMIN <= 96 && 96 <= WMAX) if (w == 96 || WMIN == 96)
+        return moe_gemm_hopper_tile<NWG, 96, 4, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMIN <= 64 && 64 <= WMAX) if (w == 64 || WMIN == 64)
+        return moe_gemm_hopper_tile<NWG, 64, 4, GATED>(A, tl.x, tl.y, n);
+    if constexpr (WMIN == 32) moe_gemm_hopper_tile<NWG, 32, 4, GATED>(A, tl.x, tl.y, n);
 }
 
 // hopper192w / hopper128w: hopper192 and hopper (block y runs tiles[y], y < meta[0]) with tile widths: 3
-// warpgroups up to 192 tokens, 4 warpgroups up to 128.
-#define DEFINE_GEMM_HOPPER_WIDTHS(name, NWG, WMAX)                                                      \
+// warpgroups at 160 or 192 tokens (moe_sort sends it tiles of 129-192), 4 warpgroups at 32-128.
+#define DEFINE_GEMM_HOPPER_WIDTHS(name, NWG, WMIN, WMAX)                                                \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm1_##name(GEMM_PARAMS, int widths) { \
         MOE_GRID_ENTER GEMM_ARGS_INIT if ((int)blockIdx.y < A.meta[0])                                  \
-            moe_gemm_hopper_widths<NWG, WMAX, true>(A, A.tiles[blockIdx.y], widths);                   \
+            moe_gemm_hopper_widths<NWG, WMIN, WMAX, true>(A, A.tiles[blockIdx.y], widths);             \
     }                                                                                                   \
     extern "C" __global__ void __launch_bounds__(128 * NWG, 1) moe_gemm2_##name(GEMM_PARAMS, int widths) { \
         MOE_GRID_ENTER GEMM_ARGS_INIT if ((int)blockIdx.y < A.meta[0])                                  \
-            moe_gemm_hopper_widths<NWG, WMAX, false>(A, A.tiles[blockIdx.y], widths);                  \
+            moe_gemm_hopper_widths<NWG, WMIN, WMAX, false>(A, A.tiles[blockIdx.y], widths);            \
     }
-DEFINE_GEMM_HOPPER_WIDTHS(hopper192w, 3, 192)
-DEFINE_GEMM_HOPPER_WIDTHS(hopper128w, 4, 128)
+DEFINE_GEMM_HOPPER_WIDTHS(hopper192w, 3, 160, 192)
+DEFINE_GEMM_HOPPER_WIDTHS(hopper128w, 4, 32, 128)
 
 // ------------------------------------------------------------------------------------------------
 // 16 bytes from global memory through L2 only (an asm statement: the compiler does not move it under the
