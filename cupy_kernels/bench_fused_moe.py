@@ -13,7 +13,10 @@ Each ceiling is the highest of several medians measured through the run on this 
 and at the end; see Ceilings): the rates move by up to 8% with what the card ran just before, and a
 ceiling taken in a slow moment would flatter every fraction. The rows are printed as
 they are timed, and again at the end with the roofline against the run's ceilings.
-Weights: random FP4 codes and scale bytes 118..123 (cupy random, on the device); x, logits random.
+Inputs: ours gets the very inputs the peer's timer makes for itself (peer_inputs: torch.randn from seed 1,
+rounded to bf16), so both route every token the same way and time the same tile mix. Weights (--weights):
+by default N(0, 0.02^2) quantized with triton_kernels' ROUND_UP scales, as the peer quantizes its own;
+"codes" gives the uniform random FP4 codes and scale bytes 118..123 that runs before v25 used.
 Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit
 (at 1-4 tokens the touched weights are about L2's size). --cold-l2 writes a buffer of 4x the L2 size
 before every timed replay, outside the timed region, for both ours and the peer; both are then timed one
@@ -114,16 +117,36 @@ class Ceilings:
         return text + "; measured " + ", ".join(s[0] for s in self.samples)
 
 
-def random_device_layer(E, H, I, seed=0):
+def random_device_layer(E, H, I, seed=0, weights="gaussian"):
+    """A layer of random weights on the device. weights="gaussian": N(0, 0.02^2) float32 weights quantized
+    with triton_kernels' ROUND_UP scales (preset triton-round-up), the distribution the peer's benchmark
+    quantizes for itself (it rounds them to bf16 first); "codes": uniform random FP4 codes and scale bytes
+    118..123. Biases N(0, 0.1^2) in both, as the peer's."""
     import cupy as cp
     from .moe import to_device
+    from .quantize import quantize
     rs = cp.random.RandomState(seed)
-    u8 = lambda shape: rs.randint(0, 256, size=shape, dtype=cp.int32).astype(cp.uint8)
-    sc = lambda shape: rs.randint(118, 124, size=shape, dtype=cp.int32).astype(cp.uint8)
     b = lambda shape: (rs.standard_normal(shape, dtype=cp.float32) * 0.1).astype(cp.float32)
-    dw = to_device(w13_weight=u8((E, 2 * I, H // 2)), w13_weight_scale=sc((E, 2 * I, H // 32)),
-                   w2_weight=u8((E, H, I // 2)), w2_weight_scale=sc((E, H, I // 32)),
+    if weights == "codes":
+        u8 = lambda shape: rs.randint(0, 256, size=shape, dtype=cp.int32).astype(cp.uint8)
+        sc = lambda shape: rs.randint(118, 124, size=shape, dtype=cp.int32).astype(cp.uint8)
+        w13, w13s = u8((E, 2 * I, H // 2)), sc((E, 2 * I, H // 32))
+        w2, w2s = u8((E, H, I // 2)), sc((E, H, I // 32))
+    elif weights == "gaussian":
+        def gauss(rows, cols):                    # (E, rows, cols) quantized along cols, a few experts at a time
+            packed = cp.empty((E, rows, cols // 2), cp.uint8)
+            scales = cp.empty((E, rows, cols // 32), cp.uint8)
+            for e in range(0, E, 8):
+                q = quantize(rs.standard_normal((min(8, E - e), rows, cols), dtype=cp.float32) * 0.02,
+                             axis=-1, preset="triton-round-up")
+                packed[e:e + 8], scales[e:e + 8] = q.packed, q.scales
+            return packed, scales
+        (w13, w13s), (w2, w2s) = gauss(2 * I, H), gauss(H, I)
+    else:
+        raise ValueError(f"weights: 'codes' or 'gaussian', got {weights!r}")
+    dw = to_device(w13_weight=w13, w13_weight_scale=w13s, w2_weight=w2, w2_weight_scale=w2s,
                    w13_bias=b((E, 2 * I)), w2_bias=b((E, H)))
+    del w13, w13s, w2, w2s
     cp.get_default_memory_pool().free_all_blocks()
     return dw
 
@@ -221,17 +244,39 @@ def _unrolled_us(g, rep_ms=200.0, retries=10):
     return float(np.median(ts) * 1e3)
 
 
-def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False):
+def peer_inputs(T, H, E, seed=1):
+    """The inputs TritonKernelsLayer.time_us makes for itself (torch.randn on the GPU from ``seed``, rounded
+    to bf16): x (T, H) as bf16 bits (cupy uint16) and router logits (T, E) as float32 (the bf16 values,
+    exactly). Given the same logits, ours and the peer route every token to the same experts (but for a
+    tie at the k-th logit), so the two time the same tile mix; None where torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import cupy as cp
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, H, device="cuda", generator=g).to(torch.bfloat16)
+    logits = torch.randn(T, E, device="cuda", generator=g).to(torch.bfloat16)
+    torch.cuda.synchronize()
+    return (cp.from_dlpack(x.view(torch.int16)).view(cp.uint16).copy(),
+            cp.from_dlpack(logits.float()).copy())
+
+
+def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_l2=False, inputs=None):
     """(us, us_replay, touched experts, {kernel: us} if breakdown) of moe_forward (GPU routing + layer).
     us: timed as the peer is (_unrolled_us); with cold_l2, one CUDA-graph replay per event pair with L2
     evicted before each (median of reps). us_replay: warm, one replay per event pair (median of reps); None
-    with cold_l2. pdl: programmatic dependent launches (None = where available)."""
+    with cold_l2. pdl: programmatic dependent launches (None = where available). inputs: (x bits, logits) as
+    peer_inputs gives them; None: drawn from ``rng``."""
     import cupy as cp
     from .moe import MoEGraph, fused_moe
     g = MoEGraph(dw, T, k, config=config, routing=True, pdl=pdl)
-    x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
-    g.x[...] = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))      # truncation is fine here
-    g.router_logits[...] = cp.asarray(rng.standard_normal((T, dw.num_experts)).astype(np.float32))
+    if inputs is None:
+        x = rng.standard_normal((T, dw.hidden_size)).astype(np.float32)
+        g.x[...] = cp.asarray((x.view(np.uint32) >> 16).astype(np.uint16))      # truncation is fine here
+        g.router_logits[...] = cp.asarray(rng.standard_normal((T, dw.num_experts)).astype(np.float32))
+    else:
+        g.x[...], g.router_logits[...] = inputs
     cp.cuda.get_current_stream().synchronize()
     s = g.stream
     scrub = cp.empty(l2_scrub_bytes(), cp.uint8) if cold_l2 else None
@@ -252,12 +297,12 @@ def time_ours(dw, T, k, rng, reps, config=None, breakdown=False, pdl=None, cold_
 
 
 def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=False, verbose=True,
-               cold_l2=False):
+               cold_l2=False, weights="gaussian"):
     """Rows (dicts) of the layer benchmark: ours vs triton_kernels per (model, tokens). ``peers``: the
     folder holding bench_triton_kernels.py and tk/ (None: no peer). ``ceilings`` (a Ceilings): measured
     before each model and once more at the end; the rows' rooflines use the run's highest medians
     (set_roofline), so they are final only when this returns. cold_l2: L2 evicted before every timed
-    replay, ours and the peer's."""
+    replay, ours and the peer's. weights: our layer's weight distribution (random_device_layer)."""
     import cupy as cp
     dev = cp.cuda.runtime.getDeviceProperties(0)["name"]
     dev = dev.decode() if isinstance(dev, bytes) else dev
@@ -265,7 +310,7 @@ def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=
     for name in models:
         E, k, H, I = MODELS[name]
         ceilings.measure(f"before {name}")
-        dw = random_device_layer(E, H, I)
+        dw = random_device_layer(E, H, I, weights=weights)
         tk = None
         if peers:
             try:
@@ -276,7 +321,11 @@ def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=
                 print(f"# triton_kernels unavailable: {type(exc).__name__}: {exc}"[:300], flush=True)
         rng = np.random.default_rng(0)
         for T in tokens:
-            us, us_replay, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown, cold_l2=cold_l2)
+            inputs = peer_inputs(T, H, E)             # the peer's own inputs: both route the same way
+            us, us_replay, touched, parts = time_ours(dw, T, k, rng, reps, config, breakdown, cold_l2=cold_l2,
+                                                      inputs=inputs)
+            source = "numpy" if inputs is None else "peer's (torch seed 1)"
+            del inputs
             if parts and verbose:
                 print(f"{name:13s} T={T:6d} kernels: " + ", ".join(f"{n} {v:.1f}" for n, v in parts.items()),
                       flush=True)
@@ -290,7 +339,8 @@ def layer_rows(models, tokens, *, reps, peers, ceilings, config=None, breakdown=
             row = dict(model=name, tokens=T, config=config or _default_config(T * k, dw), ours_us=us, triton_us=tk_us,
                        ours_replay_us=us_replay, touched=touched,
                        bytes=touched * layer_bytes_per_expert(H, I) + 2 * T * H * 2,
-                       flops=2.0 * T * k * (2 * I * H + H * I), device=dev, l2="cold" if cold_l2 else "warm")
+                       flops=2.0 * T * k * (2 * I * H + H * I), device=dev, l2="cold" if cold_l2 else "warm",
+                       weights=weights, inputs=source)
             row["tflops"] = row["flops"] / us / 1e6
             row["gbps"] = row["bytes"] / us / 1e3
             rows.append(row)
@@ -344,6 +394,9 @@ def main(argv=None):
                          "alternating twice (off, on, off, on)")
     ap.add_argument("--cold-l2", action="store_true",
                     help="evict L2 (write 4x its size) before every timed replay, ours and the peer's")
+    ap.add_argument("--weights", default="gaussian", choices=("codes", "gaussian"),
+                    help="our layer's weights: uniform random FP4 codes, or N(0, 0.02^2) quantized as the peer's "
+                         "(random_device_layer)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import cupy as cp
@@ -358,7 +411,7 @@ def main(argv=None):
     if a.sweep:
         for name in a.models.split(","):
             E, k, H, I = MODELS[name]
-            dw = random_device_layer(E, H, I)
+            dw = random_device_layer(E, H, I, weights=a.weights)
             for T in tokens:
                 res = []
                 for cfg in a.sweep.split(","):
@@ -368,13 +421,13 @@ def main(argv=None):
                         tag = "" if pdl is None else (" pdl" if pdl else " plain")
                         res.append(f"{cfg}{tag} {us_c:8.1f}" + ("" if us_r is None else f" ({us_r:.1f})"))
                         rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, ours_replay_us=us_r,
-                                         device=dev))
+                                         weights=a.weights, device=dev))
                 print(f"{name:13s} T={T:6d} sweep: " + " | ".join(res), flush=True)
             del dw
             cp.get_default_memory_pool().free_all_blocks()
     else:
         rows = layer_rows(a.models.split(","), tokens, reps=a.reps, peers=a.peers or None, ceilings=ceilings,
-                          config=a.config, breakdown=a.breakdown, cold_l2=a.cold_l2)
+                          config=a.config, breakdown=a.breakdown, cold_l2=a.cold_l2, weights=a.weights)
         print(f"# the table, roofline against the run's ceilings: {ceilings.describe()}", flush=True)
         for r in rows:
             print(format_row(r), flush=True)
