@@ -16,7 +16,8 @@ they are timed, and again at the end with the roofline against the run's ceiling
 Inputs: ours gets the very inputs the peer's timer makes for itself (peer_inputs: torch.randn from seed 1,
 rounded to bf16), so both route every token the same way and time the same tile mix. Weights (--weights):
 by default N(0, 0.02^2) quantized with triton_kernels' ROUND_UP scales, as the peer quantizes its own;
-"codes" gives the uniform random FP4 codes and scale bytes 118..123 that runs before v25 used.
+"codes" gives the uniform random FP4 codes and scale bytes 118..123 that runs before v25 used. --sweep
+times each configuration on the same inputs (the peer's, as the table).
 Note: each replay reuses the same inputs (as the peer's timer does), so weights that fit in L2 may hit
 (at 1-4 tokens the touched weights are about L2's size). --cold-l2 writes a buffer of 4x the L2 size
 before every timed replay, outside the timed region, for both ours and the peer; both are then timed one
@@ -414,10 +415,11 @@ def main(argv=None):
             dw = random_device_layer(E, H, I, weights=a.weights)
             for T in tokens:
                 res = []
+                inputs = peer_inputs(T, H, E)         # the table's inputs (numpy's default_rng(T) without torch)
                 for cfg in a.sweep.split(","):
                     for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
                         us_c, us_r, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
-                                                     cold_l2=a.cold_l2)
+                                                     cold_l2=a.cold_l2, inputs=inputs)
                         tag = "" if pdl is None else (" pdl" if pdl else " plain")
                         res.append(f"{cfg}{tag} {us_c:8.1f}" + ("" if us_r is None else f" ({us_r:.1f})"))
                         rows.append(dict(model=name, tokens=T, config=cfg, pdl=pdl, ours_us=us_c, ours_replay_us=us_r,
