@@ -561,10 +561,10 @@ __device__ __forceinline__ void moe_epilogue(const GemmArgs& A, float (&acc)[MT]
 }
 
 // The same with GEMM1's activation chosen once per tile (A.act is uniform): each branch is one
-// activation's epilogue, so a tile runs about a third of the code of the epilogue that branches three ways
-// per element. The Hopper kernels' epilogues are fully unrolled (~6600 instructions, ~100 KB, at 192
-// tokens); with the branch hoisted their GEMM1 ran 1.3% (hopper192) and 4% (hopper192w) faster, and
-// hopper192w's GEMM1 stalls more on instruction fetch than hopper192's (BENCHMARKS.md v25).
+// activation's epilogue. The Hopper kernels' epilogues are fully unrolled: at 192 tokens the one that
+// branched three ways per element was ~6600 instructions (~100 KB); the swigluoai branch is ~2600 (sm_90a
+// SASS of hopper192's GEMM1). With the branch hoisted their GEMM1 ran 1.3% (hopper192) and 4% (hopper192w)
+// faster, and hopper192w's GEMM1 stalls more on instruction fetch than hopper192's (BENCHMARKS.md v25).
 template <int MT, int NT, bool GATED, bool PERM, class Cols>
 __device__ __forceinline__ void moe_epilogue_act(const GemmArgs& A, float (&acc)[MT][NT][4], int expert, int start,
                                                  int count, int row0, int col0, int g, int t, const Cols& cols) {
