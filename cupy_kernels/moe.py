@@ -82,9 +82,17 @@ def _hopper_smem(warpgroups, tokens, stages):
     return stages * stage + rounds * per_round * 4 + tokens * 8 + 1024
 
 
-def _widths_smem(warpgroups, widest):
-    """Shared memory of a kernel with tile widths (moe_fused.cu moe_gemm_hopper_widths): its widest body's."""
-    return max(_hopper_smem(warpgroups, n, 3 if n > 128 else 4) for n in range(32, widest + 1, 32))
+# Kernels with tile widths (moe_fused.cu DEFINE_GEMM_HOPPER_WIDTHS): (warpgroups, narrowest, widest) of
+# the widths they compile, multiples of 32 tokens. hopper192w gets tiles of 129-192 tokens only (its small
+# tiles run in hopper128w), so it compiles 160 and 192.
+TILE_WIDTHS = {"hopper192w": (3, 160, 192), "hopper128w": (4, 32, 128)}
+
+
+def _widths_smem(name):
+    """Shared memory of a kernel with tile widths (moe_fused.cu moe_gemm_hopper_widths): the largest of its
+    bodies' (3 stages at 160 and 192 tokens, 4 below)."""
+    warpgroups, narrowest, widest = TILE_WIDTHS[name]
+    return max(_hopper_smem(warpgroups, n, 3 if n > 128 else 4) for n in range(narrowest, widest + 1, 32))
 
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp (of K / 32
@@ -115,8 +123,8 @@ CONFIGS = {
     "hopper64": (256, 64, 512, _hopper_smem(4, 64, 4)),
     "hopper192": (192, 192, 384, _hopper_smem(3, 192, 3)),    # 3 warpgroups x m64n192: many tokens per expert
     # with tile widths: each tile at the narrowest multiple of 32 tokens that holds it (KERNEL_WIDTHS)
-    "hopper192w": (192, 192, 384, _widths_smem(3, 192)),
-    "hopper128w": (256, 128, 512, _widths_smem(4, 128)),
+    "hopper192w": (192, 192, 384, _widths_smem("hopper192w")),
+    "hopper128w": (256, 128, 512, _widths_smem("hopper128w")),
 }
 HOPPER_CONFIGS = frozenset({"hopper", "hopper64", "hopper192", "hopper192w", "hopper128w"})
 DIRECT_CONFIGS = frozenset({"direct", "direct4"})
@@ -140,9 +148,11 @@ LEAN_ROUTING = True
 # 128-token kernels do no work on padding columns past 64; in hopper192 its last tile of <= 128 tokens
 # runs in hopper (and 193..256 tokens as two 128-token tiles: moe_sort), in hopper192w in hopper128w.
 SMALL_TILES = {"hopper": "hopper64", "hopper192": "hopper", "hopper192w": "hopper128w"}
-# Kernels with tile widths, and the widths each may use: bit j = 32 * (j + 1) tokens (its widest always).
-# hopper192w compiles only its 160 and 192 bodies (it gets tiles of 129-192), hopper128w 32-128.
-KERNEL_WIDTHS = {"hopper192w": 0b110000, "hopper128w": 0b001111}
+# The `widths` argument of those kernels: the widths a tile may run at, bit j = 32 * (j + 1) tokens (the
+# widest always; bits outside the compiled widths are ignored). Every compiled width; a probe may narrow it
+# (tools/tile_probe.py).
+KERNEL_WIDTHS = {name: sum(1 << (w // 32 - 1) for w in range(lo, hi + 1, 32))
+                 for name, (_, lo, hi) in TILE_WIDTHS.items()}
 
 
 def _require_cupy():

@@ -54,6 +54,21 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(16384, 32, hopper=True) == "hopper192"    # 20b, 4096 tokens: 512 per expert
 
 
+def test_tile_width_kernels_match_their_cuda_definitions():
+    """moe.TILE_WIDTHS against moe_fused.cu's DEFINE_GEMM_HOPPER_WIDTHS lines (warpgroups, narrowest and widest
+    width), and what moe.py derives from it: CONFIGS' rows, tokens and threads, and the widths argument (the
+    values the GPU tests of this kernel ran with)."""
+    import re
+    from cupy_kernels._loader import kernel_source
+    defined = {m[0]: tuple(int(v) for v in m[1:]) for m in
+               re.findall(r"^DEFINE_GEMM_HOPPER_WIDTHS\((\w+), (\d+), (\d+), (\d+)\)", kernel_source("moe_fused.cu"),
+                          re.M)}
+    assert defined == fm.TILE_WIDTHS
+    for name, (nwg, _, widest) in defined.items():
+        assert fm.CONFIGS[name][:3] == (64 * nwg, widest, 128 * nwg)
+    assert fm.KERNEL_WIDTHS == {"hopper192w": 0b110000, "hopper128w": 0b001111}
+
+
 def test_as_one_launch_runs_the_entries_in_order_each_time():
     """fused_moe's three-kernel sort is one launch entry (moe_sort_scan works in place, so it reruns
     correctly only after moe_sort_count): the grouped thunk runs its entries in order, every time."""
