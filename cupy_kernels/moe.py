@@ -97,8 +97,8 @@ def _widths_smem(name):
 
 # name: (block rows, block tokens BT, threads, dynamic shared memory bytes or a function of Kp (of K / 32
 # for the direct configs)); must match
-# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper64 /
-# hopper / hopper192w / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured
+# the DEFINE_GEMM* lines of moe_fused.cu. choose_config picks direct or decode / stream16, then hopper128w /
+# hopper192w / hopper192 on sm_90 (tiled32 / tiled256 elsewhere); the others are kept as measured
 # alternatives (BENCHMARKS.md) and are tested like the rest.
 CONFIGS = {
     # weights streamed from HBM straight into registers (16-byte loads), FP4 -> bf16 in registers
@@ -448,7 +448,15 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
         return "direct" if 4 * n_slots <= num_experts and k_padded <= DIRECT_MAX_K else "decode"
     if per_expert <= 16:
         return "stream16"        # weights streamed once per 16-token tile (up to 16 tokens: read once)
-    if hopper:                   # wgmma: 64-token tiles, then 128 (+ 64 for the last of each), then 192 (+ 128)
+    if hopper:                   # wgmma: tiles of up to 128, then up to 192 tokens, each at the narrowest
+        # multiple of 32 that holds it (hopper128w, hopper192w), then 192-token tiles (hopper192, + 128).
+        # hopper128w against the fixed-width kernels it replaced at 17-96 tokens per expert, H100, the peer's
+        # inputs, sustained, two alternations, hopper64 / hopper / hopper128w (us): 120b T=1024 (32 per
+        # expert) 1170-1207 / 1198-1218 / 1074-1106; 120b T=2048 (64) 1726-1740 / 1505-1516 / 1350-1359;
+        # 20b T=256 (32) 312-315 / 318-319 / 292-294; 20b T=512 (64) 435-437 / 446-449 / 360-361; 20b T=640 (80)
+        # 575 / 499 / 395. H200, same: 120b T=1024 1173-1185 / 1191-1198 / 1061-1080; 20b T=256 312 / 317 /
+        # 290; 20b T=512 434-435 / 446 / 356-357. At 16 per expert stream16 stays ahead (H100): 120b T=512
+        # 919-934 against hopper128w 976-977, 20b T=128 256 / 269 (BENCHMARKS v26).
         # hopper192w runs each tile at the narrowest multiple of 32 tokens: with experts of 97-192 tokens
         # most tiles are partial. Its 192-token body measured slower than hopper192's where most tiles are
         # full. H200, sustained timing, same routing draw, hopper192 / hopper192w (us): 20b T=1024 (128 per
@@ -456,7 +464,7 @@ def choose_config(n_slots: int, num_experts: int, hopper: bool = False, k_padded
         # 20b T=16384 (2048) 6183-6218 / 6264-6277 (BENCHMARKS v24). 192: between, not measured. With the
         # peer's inputs (v25), 20b T=1024: hopper192w 591-594, hopper192 643-645, hopper 648-655.
         if per_expert <= 96:
-            return "hopper64" if per_expert <= 40 else "hopper"
+            return "hopper128w"
         return "hopper192w" if per_expert <= 192 else "hopper192"
     if per_expert <= 40:
         return "tiled32"

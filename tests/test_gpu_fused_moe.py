@@ -48,7 +48,10 @@ def test_choose_config_sends_direct_only_where_it_is_tested():
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K) == "direct"
     assert fm.choose_config(4, 128, k_padded=fm.DIRECT_MAX_K + 128) == "decode"
     assert fm.choose_config(12, 128) == "stream16"
-    assert fm.choose_config(8192, 128, hopper=True) == "hopper"      # 120b, 2048 tokens: 64 per expert
+    assert fm.choose_config(2048, 128, hopper=True) == "stream16"    # 120b, 512 tokens: 16 per expert
+    assert fm.choose_config(4096, 128, hopper=True) == "hopper128w"  # 120b, 1024 tokens: 32 per expert
+    assert fm.choose_config(8192, 128, hopper=True) == "hopper128w"  # 120b, 2048 tokens: 64 per expert
+    assert fm.choose_config(1024, 32, hopper=True) == "hopper128w"   # 20b, 256 tokens: 32 per expert
     assert fm.choose_config(16384, 128, hopper=True) == "hopper192w"  # 120b, 4096 tokens: 128 per expert
     assert fm.choose_config(4096, 32, hopper=True) == "hopper192w"    # 20b, 1024 tokens: 128 per expert
     assert fm.choose_config(16384, 32, hopper=True) == "hopper192"    # 20b, 4096 tokens: 512 per expert
