@@ -415,7 +415,9 @@ def main(argv=None):
             dw = random_device_layer(E, H, I, weights=a.weights)
             for T in tokens:
                 res = []
-                inputs = peer_inputs(T, H, E)         # the table's inputs (numpy's default_rng(T) without torch)
+                # the table's inputs; without torch each configuration draws from numpy's default_rng(T),
+                # which is not the table's draw (layer_rows: one default_rng(0) stream over the token counts)
+                inputs = peer_inputs(T, H, E)
                 for cfg in a.sweep.split(","):
                     for pdl in ((False, True, False, True) if a.pdl_ab else (None,)):
                         us_c, us_r, _, _ = time_ours(dw, T, k, np.random.default_rng(T), a.reps, cfg, pdl=pdl,
